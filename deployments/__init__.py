@@ -1,0 +1,1 @@
+"""Deployment tooling: the local stack, block documents and the demo."""

@@ -1,0 +1,123 @@
+"""Pieces of a local stack: a Prefect server process and the project's block documents.
+
+Kept free of Prefect imports at module level: the settings a Prefect client reads are fixed
+when `prefect` is first imported, so a caller sets the environment first, then calls these.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_HOME = PROJECT_ROOT / ".prefect-home"
+"""Prefect's local state (SQLite database, result storage) for the local stack and demo."""
+
+SANDBOX_BLOCKS = {
+    "records": "sandbox-records",
+    "rates": "sandbox-rates",
+    "rates_fallback": "sandbox-rates-fallback",
+    "ledger": "sandbox-ledger",
+}
+"""Default HttpService block documents, by sandbox service (the flows' parameter defaults)."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prefect_cli() -> str:
+    return str(Path(sys.executable).with_name("prefect"))
+
+
+def local_environment(home: Path = LOCAL_HOME) -> dict[str, str]:
+    """Environment of a local stack: project-local state, no telemetry."""
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "storage"),
+    }
+
+
+@dataclass
+class ServerProcess:
+    """`prefect server start` on a free loopback port, stopped with its whole process group."""
+
+    process: subprocess.Popen[bytes]
+    api_url: str
+
+    @property
+    def ui_url(self) -> str:
+        return self.api_url.removesuffix("/api")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def wait_healthy(api_url: str, process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"no healthy Prefect server at {api_url} after {timeout:.0f} s")
+
+
+def start_server(home: Path = LOCAL_HOME, timeout: float = 90.0) -> ServerProcess:
+    """Start a Prefect server on SQLite under `home`; its log goes to `home/server.log`."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {**os.environ, **local_environment(home)}
+    env.pop("PREFECT_API_URL", None)
+    log = (home / "server.log").open("ab")
+    process = subprocess.Popen(
+        [prefect_cli(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = ServerProcess(process=process, api_url=f"http://127.0.0.1:{port}/api")
+    try:
+        wait_healthy(server.api_url, process, timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def register_blocks() -> None:
+    """`prefect block register -m blocks` against the server in the environment."""
+    subprocess.run(
+        [prefect_cli(), "block", "register", "-m", "blocks"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def save_sandbox_blocks(urls: dict[str, str]) -> None:
+    """Point the default HttpService documents at a sandbox (idempotent: overwrites)."""
+    from blocks import HttpService
+
+    for service, block_name in SANDBOX_BLOCKS.items():
+        HttpService(base_url=urls[service], read_timeout=5.0).save(block_name, overwrite=True)

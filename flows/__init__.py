@@ -1,0 +1,1 @@
+"""Flows of resilient-flows, one module per pattern."""

@@ -1,0 +1,84 @@
+"""Validation and conversion of records (unit tests of pure functions)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from flows.ledger.models import PageOutcome, Rates, convert
+from sandbox.dataset import RATES, Dataset
+
+GOOD = {
+    "id": "r-1",
+    "account": "acc-1",
+    "amount": "10.00",
+    "currency": "USD",
+    "updated_at": "2026-11-24T10:00:00Z",
+}
+RATES_MODEL = Rates(base="EUR", as_of="2026-11-24T00:00:00Z", rates={"USD": "1.0800", "EUR": "1"})
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "eur"),
+    [
+        ("10.00", "USD", "9.26"),
+        ("0.01", "EUR", "0.01"),
+        ("1.35", "USD", "1.25"),
+        ("0.27", "USD", "0.25"),
+    ],
+)
+def test_conversion_rounds_half_even_to_cents(amount: str, currency: str, eur: str) -> None:
+    entries, quarantined = convert([{**GOOD, "amount": amount, "currency": currency}], RATES_MODEL)
+    assert quarantined == [] and entries[0].amount_eur == eur
+
+
+def test_half_even_on_an_exact_half() -> None:
+    rates = Rates(base="EUR", as_of="x", rates={"XXX": "2"})
+    entries, _ = convert([{**GOOD, "amount": "0.05", "currency": "XXX"}], rates)
+    assert entries[0].amount_eur == "0.02"  # 0.025 rounds to the even cent
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"account": None}, "account: Input should be a valid string"),
+        ({"amount": 12.5}, "amount: must be a decimal string"),
+        ({"amount": "12,50"}, "amount: not a decimal"),
+        ({"amount": "-1.00"}, "amount: negative amount"),
+        ({"amount": "NaN"}, "amount: not a finite decimal"),
+        ({"currency": "XYZ"}, "currency: unknown currency 'XYZ'"),
+        ({"currency": "usd"}, "currency: String should match pattern"),
+    ],
+)
+def test_invalid_records_are_quarantined_with_the_field(change: dict, reason: str) -> None:
+    entries, quarantined = convert([{**GOOD, **change}], RATES_MODEL)
+    assert entries == [] and quarantined[0].record_id == "r-1"
+    assert quarantined[0].reason.startswith(reason)
+
+
+def test_every_sandbox_invalid_record_is_quarantined_and_no_valid_one() -> None:
+    dataset = Dataset.generate(n_records=400, invalid_fraction=0.1, seed=3)
+    rates = Rates(base="EUR", as_of="x", rates=RATES)
+    entries, quarantined = convert(dataset.records, rates)
+    assert {q.record_id for q in quarantined} == set(dataset.invalid)
+    expected = dataset.expected_entries()
+    assert {e.record_id: Decimal(e.amount_eur) for e in entries} == expected
+
+
+def test_a_v1_page_checkpoint_migrates() -> None:
+    v1 = {
+        "schema_version": 1,
+        "snapshot": "s",
+        "cursor": None,
+        "next_cursor": "c",
+        "records": 3,
+        "valid": 2,
+        "quarantined_ids": ["r-9"],
+        "batch_id": "b-1",
+        "ledger": "applied",
+        "eur_total": "3.10",
+    }
+    page = PageOutcome.from_stored(v1, version=1)
+    assert page.schema_version == 2 and page.total_eur == Decimal("3.10")
+    assert page.quarantined[0].record_id == "r-9"
