@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from decimal import Decimal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -145,6 +145,7 @@ def test_quarantine_reasons_name_the_field(sandbox: Sandbox) -> None:
         ("batch_size", "many", "batch_size"),
         ("records_api", "no-such-block", "records_api"),
         ("ledger_api", "no-such-block", "ledger_api"),
+        ("max_records", 0, "max_records"),
     ],
 )
 def test_bad_parameters_fail_by_name_before_any_ledger_request(
@@ -159,35 +160,45 @@ def _ledger_applied(sandbox: Sandbox) -> int:
     return sandbox.counters()["ledger"]["applied"]
 
 
-@pytest.mark.parametrize("kill_after_batches", [1, 6])
-def test_sigkill_mid_run_then_new_run_is_exact(
-    sandbox: Sandbox, result_storage: Path, prefect_server: str, kill_after_batches: int
-) -> None:
-    """Kill the flow's process while the ledger holds a POST it has applied but not answered."""
-    sandbox.set_faults("ledger", delay_after_apply=0.4)
+def start_sync_process(prefect_server: str, result_storage: Path) -> subprocess.Popen[bytes]:
+    """`python -m flows.ledger_sync` in a process group of its own, like a deployment run."""
     env = {
         **os.environ,
         "PREFECT_API_URL": prefect_server,
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(result_storage),
     }
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "flows.ledger_sync", "batch_size=100"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def kill_when(process: subprocess.Popen[bytes], ready: Callable[[], bool], after: float) -> None:
+    """SIGKILL the process group `after` seconds once `ready()` holds."""
     try:
         deadline = time.monotonic() + 120
-        while _ledger_applied(sandbox) < kill_after_batches:
+        while not ready():
             assert process.poll() is None, "the flow ended before it could be killed"
             assert time.monotonic() < deadline, "the flow made no progress"
-            time.sleep(0.02)
-        time.sleep(0.1)  # inside the answer delay: applied at the ledger, unknown to the flow
+            time.sleep(0.01)
+        time.sleep(after)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    assert _ledger_applied(sandbox) < PAGES, "the run finished before the kill"
+
+
+@pytest.mark.parametrize("kill_after_batches", [1, 6])
+def test_sigkill_while_a_post_is_unanswered_then_new_run_is_exact(
+    sandbox: Sandbox, result_storage: Path, prefect_server: str, kill_after_batches: int
+) -> None:
+    """Kill the flow's process while the ledger holds a POST it applied but did not answer."""
+    sandbox.set_faults("ledger", delay_after_apply=0.4)
+    process = start_sync_process(prefect_server, result_storage)
+    kill_when(process, lambda: _ledger_applied(sandbox) >= kill_after_batches, after=0.1)
+    assert _ledger_applied(sandbox) == kill_after_batches
     fetched_before = dict(sandbox.counters()["records"]["page_fetches"])
     sandbox.set_faults("ledger")
     sandbox.reset_counters()
@@ -200,8 +211,86 @@ def test_sigkill_mid_run_then_new_run_is_exact(
     refetched = [c for c in counters["records"]["page_fetches"] if c and c in fetched_before]
     assert len(refetched) <= 1  # at most the page in flight at the kill
     assert summary.pages_resumed == kill_after_batches - 1  # the killed batch had no checkpoint
-    assert (
-        summary.total_eur
-        == sandbox.dataset.expected_total_eur()
-        == Decimal(sandbox.ledger_state()["summary"]["total_eur"])
+    assert summary.total_eur == sandbox.dataset.expected_total_eur()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.013, 0.029, 0.047])
+def test_sigkill_at_any_moment_then_new_run_is_exact(
+    sandbox: Sandbox, result_storage: Path, prefect_server: str, delay: float
+) -> None:
+    """Kill at assorted moments of a run with a faulty ledger; the next run is exact."""
+    sandbox.set_faults("ledger", error_rate=0.15, drop_rate=0.05, drop_after_apply_rate=0.05)
+    process = start_sync_process(prefect_server, result_storage)
+    kill_when(process, lambda: _ledger_applied(sandbox) >= 3, after=delay)
+    sandbox.reset_counters()
+
+    summary = run_sync()
+
+    assert_exact(sandbox)
+    assert summary.pages_resumed >= 2
+    refetched = sandbox.counters()["records"]["page_fetches"]
+    assert sum(refetched.values()) == summary.pages - summary.pages_resumed + 1
+
+
+def test_failed_run_resumes_with_prefect_flow_run_retry(
+    sandbox: Sandbox, result_storage: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that failed on page 4 is finished by `prefect flow-run retry`, from page 4 on."""
+    import flows.ledger_sync as module
+
+    real_convert, calls = module.convert, []
+
+    def convert_failing_on_page_4(items, rates):
+        calls.append(1)
+        if len(calls) >= 4:
+            raise RuntimeError("bug on page 4 (injected)")
+        return real_convert(items, rates)
+
+    monkeypatch.setattr(module, "convert", convert_failing_on_page_4)
+    state = module.ledger_sync(batch_size=100, return_state=True)
+    assert state.is_failed()
+    monkeypatch.undo()
+    assert _ledger_applied(sandbox) == 3
+    sandbox.reset_counters()
+
+    retry = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("prefect")),
+            "flow-run",
+            "retry",
+            str(state.state_details.flow_run_id),
+            "--entrypoint",
+            "flows/ledger_sync.py:ledger_sync",
+        ],
+        env={**os.environ, "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(result_storage)},
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
+
+    assert retry.returncode == 0, retry.stdout[-3000:] + retry.stderr[-3000:]
+    assert_exact(sandbox)
+    counters = sandbox.counters()
+    assert counters["ledger"]["applied"] == PAGES - 3
+    assert sum(counters["records"]["page_fetches"].values()) == 1 + PAGES - 3
+
+
+def test_report_and_progress_artifacts(sandbox: Sandbox) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from flows.ledger_sync import ledger_sync
+
+    state = ledger_sync(batch_size=100, max_records=500, return_state=True)
+
+    run_filter = ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=run_filter))
+    by_type = {artifact.type: artifact for artifact in artifacts}
+    assert set(by_type) == {"markdown", "table", "progress"}
+    report = by_type["markdown"].data
+    for figure in ("| Records | 500 |", "| Quarantined | 25 |", "| Batches applied | 5 |"):
+        assert figure in report
+    assert "**Status:** completed" in report
+    assert float(by_type["progress"].data) == 100.0
