@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: venv demo test lint format lock clean
+.PHONY: venv demo test lint format lock clean bench
 
 venv: $(STAMP)
 
@@ -36,3 +36,7 @@ lock: venv
 
 clean:
 	rm -rf $(VENV) .prefect-home
+
+# ledger_sync against a bare asyncio + httpx script, side by side in one run (prints the ratio).
+bench: venv
+	$(BIN)/python -m benchmarks.ledger_sync_vs_httpx --records 100000

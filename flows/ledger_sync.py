@@ -40,6 +40,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
+from prefect.utilities.annotations import opaque
 from pydantic import BaseModel, Field
 
 from flows.ledger.models import Batch, PageOutcome, Rates, RecordsPage, convert
@@ -127,7 +128,8 @@ def sync_page(
             page = fetched or step(fetch_page, upstreams.records, cursor, limit)
             entries, quarantined = convert(page.items, rates)
             batch = Batch.of(entries) if entries else None
-            receipt = step(load_batch, upstreams.ledger, batch) if batch else None
+            # opaque: Prefect need not walk the batch's entries looking for futures
+            receipt = step(load_batch, upstreams.ledger, opaque(batch)) if batch else None
             loaded = batch
             ledger = "empty" if receipt is None else "replayed" if receipt.replayed else "applied"
             cp.save(

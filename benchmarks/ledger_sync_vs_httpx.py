@@ -1,0 +1,135 @@
+"""Benchmark: ledger_sync against a bare asyncio + httpx script doing the same HTTP work.
+
+Both move the same records (pages of 500 from the records service, conversion to EUR, one
+ledger POST per page with an Idempotency-Key) through the same sandbox process, one after the
+other in one run, with the ledger reset in between; the figure to report is the ratio.
+
+How to run:
+    .venv/bin/python -m benchmarks.ledger_sync_vs_httpx --records 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+
+import httpx
+
+
+async def bare_sync(urls: dict[str, str], page_size: int) -> int:
+    """What a careful script would do without Prefect: page, convert, post; no checkpoints."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        rates_body = (await client.get(f"{urls['rates']}/rates", params={"base": "EUR"})).json()
+        rates = {c: Decimal(r) for c, r in rates_body["rates"].items()}
+        cursor, posts, pending = None, 0, []
+        while True:
+            params = {"limit": page_size, **({"cursor": cursor} if cursor else {})}
+            page = (await client.get(f"{urls['records']}/records", params=params)).json()
+            entries = []
+            for item in page["items"]:
+                try:
+                    amount = Decimal(item["amount"])
+                    rate = rates[item["currency"]]
+                    account = item["account"]
+                except Exception:
+                    continue
+                if amount < 0:
+                    continue
+                eur = (amount / rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
+                entries.append(
+                    {"record_id": item["id"], "account": account, "amount_eur": str(eur)}
+                )
+            batch = {"batch_id": f"bare-{posts}", "entries": entries}
+            pending.append(
+                client.post(
+                    f"{urls['ledger']}/ledger/batches",
+                    json=batch,
+                    headers={"Idempotency-Key": f"bare-{posts}"},
+                )
+            )
+            posts += 1
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        await asyncio.gather(*pending)
+        return posts
+
+
+def control(urls: dict[str, str], path: str, body: dict | None = None) -> dict:
+    with httpx.Client(base_url=urls["control"], timeout=30) as client:
+        response = client.post(path, json=body or {}) if body is not None else client.get(path)
+        response.raise_for_status()
+        return response.json() if response.content else {}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--page-size", type=int, default=500)
+    args = parser.parse_args(argv)
+
+    home = Path(tempfile.mkdtemp(prefix="bench-prefect-"))
+    os.environ.update(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "storage"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+        }
+    )
+    from deployments.stack import register_blocks, save_sandbox_blocks, start_server
+
+    sandbox = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "--records", str(args.records)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    server = start_server(home)
+    try:
+        urls = json.loads(sandbox.stdout.readline())
+        os.environ["PREFECT_API_URL"] = server.api_url
+        register_blocks()
+        save_sandbox_blocks(urls)
+
+        started = time.perf_counter()
+        posts = asyncio.run(bare_sync(urls, args.page_size))
+        bare = time.perf_counter() - started
+        bare_total = control(urls, "/ledger")["summary"]["total_eur"]
+        control(urls, "/reset", {})
+
+        from flows.ledger_sync import ledger_sync
+
+        started = time.perf_counter()
+        if os.environ.get("BENCH_PROFILE"):
+            import cProfile
+
+            with cProfile.Profile() as profile:
+                summary = ledger_sync(batch_size=args.page_size)
+            profile.dump_stats(os.environ["BENCH_PROFILE"])
+        else:
+            summary = ledger_sync(batch_size=args.page_size)
+        flow = time.perf_counter() - started
+        flow_total = control(urls, "/ledger")["summary"]["total_eur"]
+
+        assert bare_total == flow_total == str(summary.total_eur), (bare_total, flow_total)
+        print(f"records={args.records} pages={posts} ledger_total={flow_total}")
+        print(f"bare asyncio+httpx: {bare:.2f} s")
+        print(f"ledger_sync:        {flow:.2f} s")
+        print(f"ratio:              {flow / bare:.1f}x")
+        return 0
+    finally:
+        server.stop()
+        sandbox.terminate()
+        sandbox.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
