@@ -3,62 +3,78 @@
 Scenario
     Records arrive from a paged records service; each valid one must land in the ledger
     converted to EUR, exactly once and to the cent, whatever fails on the way: a page that
-    answers 503, a POST whose answer is lost, the process killed mid-run. Invalid records
-    are quarantined with a reason, never loaded, and never fail the run on their own.
+    answers 503, a POST whose answer is lost, the rates service down, the process killed
+    mid-run. Invalid records are quarantined with a reason, never loaded, and never fail the
+    run on their own. Unusual syncs wait for a person; partial ones say so loudly.
 
 Solution
-    - One page is one unit of work and one ledger batch (page size = `batch_size`). Its
-      outcome (counts, quarantine reasons, batch id, next cursor; never the page itself) is a
-      schema-versioned checkpoint (`toolkit.state.checkpoint`) keyed on the business key
-      (upstream URLs, snapshot, cursor, size), not on a run id. A retry of this run, a
-      `prefect flow-run retry` or a new run with the same parameters walks the chain of
-      checkpoints without fetching completed pages again; only the first page, which opens
-      the snapshot, is always fetched (the contract says it is not safe to cache).
-    - Rates are checkpointed per snapshot, so a resumed sync converts with the rates it began
-      with and rebuilds byte-identical batches.
-    - A batch's id and Idempotency-Key derive from its content (and the state schema
-      version): a POST repeated after a lost answer or a kill is a replay, never a second
-      application.
-    - A page's checkpoint is written in a Prefect transaction: if anything fails after the
-      POST was accepted and before the checkpoint is recorded, the transaction rolls back and
-      `load_batch`'s rollback hook DELETEs the batch (compensation); the flow's retry then
-      applies it again, once.
-    - Each run publishes a report and a table of quarantined records as artifacts, and a
-      progress artifact when `max_records` bounds the run.
+    1. Plan. Fetch the first page (it opens the snapshot, so it is always fetched), resolve
+       the snapshot's rates (primary, fallback, recent stored ones: flows/ledger/rates.py),
+       then walk the page chain: a page whose checkpoint exists is done and not fetched
+       again; any other page is fetched and converted in memory. A page answering 404 ends
+       the walk (its records and those after it are lost); a record whose currency has no
+       rate is skipped. Nothing is loaded yet.
+    2. Decide. If what would be lost is above `max_loss_fraction`, the run fails having
+       loaded nothing. If the EUR total to load or the quarantine rate is above the approval
+       thresholds, the run pauses for a person (toolkit.approval); a refusal stops it
+       cleanly, having loaded nothing.
+    3. Load. Each planned page is one ledger batch and one schema-versioned checkpoint
+       (toolkit.state.checkpoint) keyed on the business key (upstream URLs, snapshot,
+       cursor, size), never on a run id. The batch's id and Idempotency-Key derive from its
+       content, so a POST repeated after a lost answer or a kill is a replay. If the
+       checkpoint cannot be recorded after the POST was accepted, the transaction rolls back
+       and `load_batch`'s rollback hook DELETEs the batch; the flow retry applies it again.
+    4. Report. A markdown report, a table of quarantined and skipped records, a progress
+       artifact while loading; a partial run ends in the state `Degraded`, emits an event and
+       alerts. Permanent errors (a 400, a bad parameter) end the run at once; transient ones
+       get Prefect's flow retries, which resume from the checkpoints.
 
 How to run
     make demo                                          # sandbox + local server + this flow
     python -m flows.ledger_sync batch_size=100         # against the saved block documents
-    prefect deployment run ledger-sync/...             # once deployed (see README)
 """
 
 from __future__ import annotations
 
 import sys
 from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
+import httpx
 from prefect import flow, get_run_logger
+from prefect.events import emit_event
+from prefect.runtime import flow_run
+from prefect.states import Cancelled, Completed, Failed, State
 from prefect.utilities.annotations import opaque
 from pydantic import BaseModel, Field
 
-from flows.ledger.models import Batch, PageOutcome, Rates, RecordsPage, convert
-from flows.ledger.upstreams import fetch_page, fetch_rates, load_batch
+from flows.ledger.models import Batch, Converted, PageOutcome, Rates, RecordsPage, convert
+from flows.ledger.rates import RatesSource, resolve_rates
+from flows.ledger.upstreams import fetch_page, load_batch
+from toolkit.alerts import alert
+from toolkit.approval import TimeoutPolicy, request_approval
 from toolkit.report import Progress, RunReport
+from toolkit.retry import end_run_unless_transient
 from toolkit.services import load_service
-from toolkit.state import checkpoint, step
+from toolkit.state import checkpoint, lookup, step
 
 
 class SyncSummary(BaseModel):
     """What a sync did, as returned by the flow and printed by `make demo`."""
 
     snapshot: str = ""
+    rates_source: str = ""
     pages: int = 0
     pages_resumed: int = 0
     records: int = 0
     valid: int = 0
     quarantined: int = 0
+    skipped: int = 0
+    pages_lost: int = 0
+    records_lost_at_least: int = 0
     batches_applied: int = 0
     batches_replayed: int = 0
     batches_resumed: int = 0
@@ -71,6 +87,7 @@ class SyncSummary(BaseModel):
         self.records += page.records
         self.valid += page.valid
         self.quarantined += len(page.quarantined)
+        self.skipped += len(page.skipped)
         if page.batch_id is not None:
             if resumed:
                 self.batches_resumed += 1
@@ -80,13 +97,26 @@ class SyncSummary(BaseModel):
                 self.batches_applied += 1
         self.total_eur += page.total_eur
 
+    @property
+    def lost(self) -> int:
+        return self.skipped + self.records_lost_at_least
+
+    @property
+    def loss_fraction(self) -> float:
+        return self.lost / max(self.records + self.records_lost_at_least, 1)
+
     def figures(self) -> dict[str, Any]:
         return {
             "Snapshot": self.snapshot,
+            "Rates from": self.rates_source,
             "Pages (resumed from checkpoint)": f"{self.pages} ({self.pages_resumed})",
             "Records": self.records,
             "Valid": self.valid,
             "Quarantined": self.quarantined,
+            "Skipped (no rate)": self.skipped,
+            "Pages lost (404), records lost at least": (
+                f"{self.pages_lost}, {self.records_lost_at_least}"
+            ),
             "Batches applied": self.batches_applied,
             "Batches replayed by the ledger": self.batches_replayed,
             "Batches done by an earlier run": self.batches_resumed,
@@ -96,60 +126,155 @@ class SyncSummary(BaseModel):
 
 
 class Upstreams:
-    """The three services of a sync, loaded from block documents, with open clients."""
+    """The services of a sync, loaded from block documents, with open clients."""
 
-    def __init__(self, stack: ExitStack, records_api: str, rates_api: str, ledger_api: str):
-        services = {
-            "records_api": load_service("records_api", records_api),
-            "rates_api": load_service("rates_api", rates_api),
-            "ledger_api": load_service("ledger_api", ledger_api),
-        }
-        self.identity = tuple(service.base_url for service in services.values())
-        self.records = stack.enter_context(services["records_api"].client())
-        self.rates = stack.enter_context(services["rates_api"].client())
-        self.ledger = stack.enter_context(services["ledger_api"].client())
+    def __init__(
+        self,
+        stack: ExitStack,
+        records_api: str,
+        rates_api: str,
+        fallback_rates_api: str | None,
+        ledger_api: str,
+    ) -> None:
+        records = load_service("records_api", records_api)
+        rates = load_service("rates_api", rates_api)
+        fallback = (
+            load_service("fallback_rates_api", fallback_rates_api) if fallback_rates_api else None
+        )
+        ledger = load_service("ledger_api", ledger_api)
+        self.identity = (records.base_url, rates.base_url, ledger.base_url)
+        self.records = stack.enter_context(records.client())
+        self.ledger = stack.enter_context(ledger.client())
+        self.rates_sources = [
+            RatesSource(name, service.base_url, stack.enter_context(service.client()))
+            for name, service in (("primary", rates), ("fallback", fallback))
+            if service is not None
+        ]
 
 
-def sync_page(
-    upstreams: Upstreams,
-    rates: Rates,
-    snapshot: str,
-    cursor: str | None,
-    limit: int,
-    fetched: RecordsPage | None,
-    summary: SyncSummary,
+@dataclass
+class PagePlan:
+    cursor: str | None
+    limit: int
+    page: RecordsPage
+    converted: Converted
+
+    @property
+    def eur(self) -> Decimal:
+        return sum((Decimal(e.amount_eur) for e in self.converted.entries), Decimal("0.00"))
+
+
+@dataclass
+class SyncPlan:
+    """Pages done by earlier runs, pages to load, and what cannot be loaded."""
+
+    done: list[PageOutcome] = field(default_factory=list)
+    todo: list[PagePlan] = field(default_factory=list)
+    lost_after: str | None = None  # why the page walk stopped early
+    records_lost_at_least: int = 0
+
+    @property
+    def to_load_eur(self) -> Decimal:
+        return sum((page.eur for page in self.todo), Decimal("0.00"))
+
+    @property
+    def quarantine_rate(self) -> float:
+        """The share of invalid records among the records still to load."""
+        records = sum(len(page.page.items) for page in self.todo)
+        quarantined = sum(len(page.converted.quarantined) for page in self.todo)
+        return quarantined / records if records else 0.0
+
+    @property
+    def loss_fraction(self) -> float:
+        """The share of records that would not reach the ledger although valid (or unseen)."""
+        records = sum(p.records for p in self.done) + sum(len(p.page.items) for p in self.todo)
+        skipped = sum(len(p.skipped) for p in self.done)
+        skipped += sum(len(p.converted.skipped) for p in self.todo)
+        lost = skipped + self.records_lost_at_least
+        return lost / max(records + self.records_lost_at_least, 1)
+
+
+def plan_sync(
+    upstreams: Upstreams, rates: Rates, first: RecordsPage, batch_size: int, max_records: int | None
+) -> SyncPlan:
+    """Walk the page chain: checkpointed pages are done, the others fetched and converted."""
+    plan = SyncPlan()
+    cursor: str | None = None
+    fetched: RecordsPage | None = first
+    seen = 0
+    while True:
+        limit = min(batch_size, max_records - seen) if max_records else batch_size
+        done = lookup(PageOutcome, *upstreams.identity, first.snapshot, cursor, limit)
+        if done is not None:
+            plan.done.append(done)
+            seen, cursor = seen + done.records, done.next_cursor
+        else:
+            try:
+                page = fetched or fetch_page(upstreams.records, cursor, limit)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 404:
+                    raise
+                plan.lost_after = f"page {len(plan.done) + len(plan.todo) + 1} answered 404"
+                plan.records_lost_at_least = limit
+                return plan
+            converted = convert(page.items, rates)
+            plan.todo.append(PagePlan(cursor, limit, page, converted))
+            seen, cursor = seen + len(page.items), page.next_cursor
+        fetched = None
+        if cursor is None or (max_records and seen >= max_records):
+            return plan
+
+
+def load_page(
+    upstreams: Upstreams, snapshot: str, planned: PagePlan, summary: SyncSummary
 ) -> tuple[PageOutcome, bool]:
-    """Do one page at most once: fetch, convert, load, and checkpoint, all or nothing."""
-    loaded: Batch | None = None
+    """Load one planned page at most once: POST its batch and checkpoint, all or nothing."""
+    loaded = False
+    key = (*upstreams.identity, snapshot, planned.cursor, planned.limit)
     try:
-        with checkpoint(PageOutcome, *upstreams.identity, snapshot, cursor, limit) as cp:
-            if cp.value is not None:
+        with checkpoint(PageOutcome, *key) as cp:
+            if cp.value is not None:  # another run got there first
                 return cp.value, True
-            page = fetched or step(fetch_page, upstreams.records, cursor, limit)
-            entries, quarantined = convert(page.items, rates)
+            entries = planned.converted.entries
             batch = Batch.of(entries) if entries else None
             # opaque: Prefect need not walk the batch's entries looking for futures
             receipt = step(load_batch, upstreams.ledger, opaque(batch)) if batch else None
-            loaded = batch
+            loaded = receipt is not None
             ledger = "empty" if receipt is None else "replayed" if receipt.replayed else "applied"
             cp.save(
                 PageOutcome(
                     snapshot=snapshot,
-                    cursor=cursor,
-                    next_cursor=page.next_cursor,
-                    records=len(page.items),
+                    cursor=planned.cursor,
+                    next_cursor=planned.page.next_cursor,
+                    records=len(planned.page.items),
                     valid=len(entries),
-                    quarantined=quarantined,
+                    quarantined=planned.converted.quarantined,
+                    skipped=planned.converted.skipped,
                     batch_id=batch.batch_id if batch else None,
                     ledger=ledger,
                     total_eur=batch.total_eur if batch else Decimal("0.00"),
                 )
             )
     except Exception:
-        if loaded is not None:  # the rollback hook has DELETEd it
+        if loaded:  # the rollback hook has DELETEd it
             summary.batches_compensated += 1
         raise
     return cp.value, False
+
+
+def approval_reason(
+    plan: SyncPlan, above_eur: Decimal | None, above_quarantine_rate: float | None
+) -> str | None:
+    """Why this sync needs a person's approval before it loads, if it does."""
+    reasons = []
+    if above_eur is not None and plan.to_load_eur > above_eur:
+        reasons.append(f"it would load {plan.to_load_eur} EUR (threshold {above_eur} EUR)")
+    rate = plan.quarantine_rate
+    if above_quarantine_rate is not None and rate > above_quarantine_rate:
+        reasons.append(
+            f"{rate:.1%} of its records are invalid ({above_quarantine_rate:.1%} allowed)"
+        )
+    return " and ".join(reasons) or None
 
 
 @flow(name="ledger-sync", retries=2, retry_delay_seconds=2, persist_result=False)
@@ -158,8 +283,12 @@ def ledger_sync(
         str, Field(description="HttpService block document of the records service.")
     ] = "sandbox-records",
     rates_api: Annotated[
-        str, Field(description="HttpService block document of the rates service.")
+        str, Field(description="HttpService block document of the primary rates service.")
     ] = "sandbox-rates",
+    fallback_rates_api: Annotated[
+        str | None,
+        Field(description="HttpService block document of the secondary rates service."),
+    ] = "sandbox-rates-fallback",
     ledger_api: Annotated[
         str, Field(description="HttpService block document of the ledger service.")
     ] = "sandbox-ledger",
@@ -169,53 +298,113 @@ def ledger_sync(
     max_records: Annotated[
         int | None, Field(ge=1, description="Stop after this many records (all if empty).")
     ] = None,
-) -> SyncSummary:
+    max_rates_age_hours: Annotated[
+        float, Field(gt=0, description="Stored rates younger than this may stand in.")
+    ] = 24.0,
+    max_loss_fraction: Annotated[
+        float,
+        Field(ge=0, le=1, description="Above this share of records lost, fail, loading nothing."),
+    ] = 0.05,
+    approval_above_eur: Annotated[
+        Decimal | None, Field(ge=0, description="Pause for approval above this EUR total.")
+    ] = None,
+    approval_above_quarantine_rate: Annotated[
+        float | None,
+        Field(ge=0, le=1, description="Pause for approval above this share of invalid records."),
+    ] = None,
+    approval_timeout_seconds: Annotated[
+        int, Field(ge=1, description="How long to wait for a decision.")
+    ] = 3600,
+    on_approval_timeout: Annotated[
+        TimeoutPolicy, Field(description="What a timed-out approval means.")
+    ] = "reject",
+) -> SyncSummary | State:
     """Sync records into the ledger in EUR, exactly once, resuming from checkpoints."""
     logger = get_run_logger()
     summary = SyncSummary()
-    report = RunReport(title="Ledger sync", table_title="Quarantined records")
-    progress = Progress(max_records, "Records synced") if max_records else None
+    report = RunReport(title="Ledger sync", table_title="Quarantined and skipped records")
     try:
         with ExitStack() as stack:
-            upstreams = Upstreams(stack, records_api, rates_api, ledger_api)
-            first = fetch_page(upstreams.records, None, min(batch_size, max_records or batch_size))
+            upstreams = Upstreams(stack, records_api, rates_api, fallback_rates_api, ledger_api)
+            first_limit = min(batch_size, max_records or batch_size)
+            first = fetch_page(upstreams.records, None, first_limit)
             summary.snapshot = first.snapshot
-            with checkpoint(Rates, upstreams.identity[1], first.snapshot) as rates_cp:
-                if rates_cp.value is None:
-                    rates_cp.save(step(fetch_rates, upstreams.rates))
-            rates = rates_cp.value
-            assert rates is not None
-
-            cursor: str | None = None
-            fetched: RecordsPage | None = first
-            while True:
-                left = (max_records - summary.records) if max_records else batch_size
-                limit = min(batch_size, left)
-                outcome, resumed = sync_page(
-                    upstreams, rates, first.snapshot, cursor, limit, fetched, summary
-                )
-                summary.add(outcome, resumed)
+            rates = resolve_rates(
+                upstreams.rates_sources, first.snapshot, timedelta(hours=max_rates_age_hours)
+            )
+            summary.rates_source = rates.source
+            plan = plan_sync(upstreams, rates, first, batch_size, max_records)
+            for done in plan.done:
+                summary.add(done, resumed=True)
+            summary.pages_lost = 1 if plan.lost_after else 0
+            summary.records_lost_at_least = plan.records_lost_at_least
+            for planned in plan.todo:
                 report.table += [
-                    {"record_id": q.record_id, "reason": q.reason, "page": summary.pages}
-                    for q in outcome.quarantined
+                    {"record_id": q.record_id, "kind": kind, "reason": q.reason}
+                    for kind, rows in (
+                        ("quarantined", planned.converted.quarantined),
+                        ("skipped", planned.converted.skipped),
+                    )
+                    for q in rows
                 ]
-                if progress:
-                    progress.update(summary.records)
-                logger.info(
-                    "Page %d %s: %d records, %d quarantined, batch %s",
-                    summary.pages,
-                    "resumed from checkpoint" if resumed else outcome.ledger,
-                    outcome.records,
-                    len(outcome.quarantined),
-                    outcome.batch_id,
+            if plan.lost_after:
+                report.notes.append(f"Stopped early: {plan.lost_after}.")
+
+            if plan.loss_fraction > max_loss_fraction:
+                message = (
+                    f"{plan.loss_fraction:.1%} of the records would be lost (more than "
+                    f"{max_loss_fraction:.1%} allowed): nothing loaded"
                 )
-                cursor, fetched = outcome.next_cursor, None
-                if cursor is None or (max_records and summary.records >= max_records):
-                    break
+                report.status = f"FAILED: {message}"
+                alert("Ledger sync failed: too much would be lost", message)
+                return Failed(message=message)
+
+            reason = approval_reason(plan, approval_above_eur, approval_above_quarantine_rate)
+            if reason:
+                decision = request_approval(
+                    "Load this ledger sync?",
+                    f"Snapshot {first.snapshot}: {reason}.",
+                    approval_timeout_seconds,
+                    on_approval_timeout,
+                )
+                report.notes.append(
+                    f"Approval: {'granted' if decision.approved else 'refused'} by "
+                    f"{decision.approver}: {decision.reason}"
+                )
+                if not decision.approved:
+                    report.status = f"REJECTED by {decision.approver}: nothing loaded"
+                    return Cancelled(name="Rejected", message=report.status)
+
+            progress = Progress(len(plan.todo), "Batches loaded")
+            for loaded, planned in enumerate(plan.todo, start=1):
+                outcome, resumed = load_page(upstreams, first.snapshot, planned, summary)
+                summary.add(outcome, resumed)
+                progress.update(loaded)
+            logger.info(
+                "Loaded %d batches (%d replayed), %d pages resumed from checkpoints",
+                summary.batches_applied + summary.batches_replayed,
+                summary.batches_replayed,
+                summary.pages_resumed,
+            )
+
+        if summary.lost:
+            message = (
+                f"Degraded: {summary.lost} records not loaded ({summary.loss_fraction:.1%}); "
+                f"{plan.lost_after or 'no rates for some currencies'}"
+            )
+            report.status = f"DEGRADED: {message}"
+            emit_event(
+                event="resilient-flows.ledger-sync.degraded",
+                resource={"prefect.resource.id": f"resilient-flows.ledger-sync.{flow_run.id}"},
+                payload={"lost": summary.lost, "loss_fraction": summary.loss_fraction},
+            )
+            alert("Ledger sync degraded", message)
+            return Completed(name="Degraded", message=message, data=summary)
         report.status = "completed"
-    except BaseException as exc:
+        return summary
+    except Exception as exc:
         report.status = f"failed: {type(exc).__name__}: {exc}"
-        raise
+        return end_run_unless_transient(exc)
     finally:
         if summary.batches_compensated:
             report.notes.append(
@@ -224,7 +413,6 @@ def ledger_sync(
             )
         report.figures = summary.figures()
         report.publish("ledger-sync")
-    return summary
 
 
 def main(argv: list[str]) -> int:
@@ -240,13 +428,13 @@ def main(argv: list[str]) -> int:
     if state.is_completed():
         summary: SyncSummary = state.result()
         for label, value in summary.figures().items():
-            print(f"{label + ':':<34}{value}")
-    else:
+            print(f"{label + ':':<42}{value}")
+    if state.name != "Completed":
         print(f"The run ended {state.name}: {state.message}", file=sys.stderr)
-    print(
-        f"{'Flow run:':<34}{PREFECT_UI_URL.value()}/runs/flow-run/{state.state_details.flow_run_id}"
-    )
-    return 0 if state.is_completed() else 1
+    ui = PREFECT_UI_URL.value()  # None on Prefect's ephemeral server, which has no UI
+    run_url = f"{ui}/runs/flow-run/{state.state_details.flow_run_id}" if ui else "(no UI)"
+    print(f"{'Flow run:':<42}{run_url}")
+    return 0 if state.name == "Completed" else 1
 
 
 if __name__ == "__main__":

@@ -276,6 +276,7 @@ class Sandbox:
         self.host = host
         self.dataset = Dataset.generate(n_records, invalid_fraction, seed)
         self._lock = threading.Lock()  # snapshots, ledger and counters
+        self._missing_offsets: frozenset[int] = frozenset()
         self._admin = threading.Lock()  # opening and closing listeners
         self._started = False
         self._snapshots: OrderedDict[str, Dataset] = OrderedDict()
@@ -352,6 +353,10 @@ class Sandbox:
     def get_faults(self, service: str) -> Faults:
         self._check_service(service)
         return self._faults[service].faults
+
+    def set_missing_pages(self, offsets: set[int]) -> None:
+        """Pages starting at these record offsets answer 404 (a degraded records service)."""
+        self._missing_offsets = frozenset(offsets)
 
     def set_down(self, service: str, down: bool) -> None:
         self._check_service(service)
@@ -493,6 +498,8 @@ class Sandbox:
         records = dataset.records
         if offset > len(records):
             return _error(400, "cursor offset out of range")
+        if offset in self._missing_offsets:
+            return _error(404, "page not found")
         end = offset + limit
         body = {
             "snapshot": dataset.snapshot,

@@ -19,6 +19,8 @@ os.environ.update(
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(_SESSION_DIR / "storage"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
+        # A Redis database of the tests' own, emptied before each test (circuit breakers).
+        "RESILIENT_FLOWS_REDIS_URL": "redis://127.0.0.1:6379/15",
     }
 )
 
@@ -56,6 +58,9 @@ def result_storage(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def sandbox() -> Iterator[Sandbox]:
+    import redis
+
+    redis.Redis.from_url(os.environ["RESILIENT_FLOWS_REDIS_URL"]).flushdb()
     with Sandbox(n_records=1000, invalid_fraction=0.05, seed=11) as running:
         yield running
 

@@ -1,12 +1,17 @@
 """Retry only what is worth retrying.
 
-Scenario: an upstream answers 503, drops a connection or times out now and then; it also
-answers 404 or 422 when the request itself is wrong. Retrying the first kind is how a flow
-survives; retrying the second only repeats a mistake and hides it.
+Scenario: an upstream answers 503, drops a connection, times out, or asks the caller to slow
+down with 429 and Retry-After; it also answers 404 or 422 when the request itself is wrong.
+Retrying the first kind is how a flow survives; retrying the second only repeats a mistake,
+hammers the service and hides the error.
 
-Solution: one classification of upstream outcomes (`is_transient`) and, built on it, the
-keyword arguments for Prefect's own task retries (`UPSTREAM_RETRY`): exponential backoff with
-jitter, and a `retry_condition_fn` that refuses to retry a permanent error.
+Solution: one classification of failures (`is_transient`) and, built on it:
+- `UPSTREAM_RETRY`, the keyword arguments for Prefect's own task retries: exponential backoff
+  with jitter, and a `retry_condition_fn` that refuses to retry a permanent error and waits
+  out a 429's Retry-After before Prefect's backoff starts;
+- `end_run_unless_transient`, for a flow's top level: a transient failure is re-raised so
+  Prefect's flow retries resume the run from its checkpoints; a permanent one ends the run
+  as Failed at once (Prefect has no retry condition for flows: see `_spend_flow_retries`).
 
 How to use:
     @task(**UPSTREAM_RETRY)
@@ -16,17 +21,28 @@ How to use:
 
 from __future__ import annotations
 
+import email.utils
+import time
 from typing import Any
 
 import httpx
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
+from prefect.states import Failed, State
 from prefect.tasks import exponential_backoff
 
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_AFTER_SECONDS = 60.0
+"""A Retry-After longer than this is capped: the task's own retries then wait the rest."""
+
+
+class TransientError(Exception):
+    """A failure of the flow's own making that a later attempt may not meet."""
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for timeouts, transport errors, 429 and 5xx; false for any other error."""
-    if isinstance(exc, httpx.TimeoutException | httpx.TransportError):
+    """True for timeouts, transport errors, 429, 5xx and `TransientError`; false otherwise."""
+    if isinstance(exc, TransientError | httpx.TimeoutException | httpx.TransportError):
         return True
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code in TRANSIENT_STATUS
@@ -39,10 +55,31 @@ def checked(response: httpx.Response) -> httpx.Response:
     return response
 
 
+def retry_after_seconds(exc: BaseException) -> float:
+    """The delay a 429 (or 503) asked for in its Retry-After header, in seconds; 0 if none."""
+    if not isinstance(exc, httpx.HTTPStatusError):
+        return 0.0
+    value = exc.response.headers.get("Retry-After", "").strip()
+    if not value:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)  # the HTTP-date form
+        seconds = when.timestamp() - time.time() if when else 0.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
 def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect `retry_condition_fn`: retry the failed attempt only if its error is transient."""
+    """Prefect `retry_condition_fn`: retry a transient failure only, after its Retry-After.
+
+    Prefect calls it only when a retry is left, so the wait happens only before a retry.
+    """
     exc = state.result(raise_on_failure=False)
-    return isinstance(exc, BaseException) and is_transient(exc)
+    if not (isinstance(exc, BaseException) and is_transient(exc)):
+        return False
+    time.sleep(retry_after_seconds(exc))
+    return True
 
 
 UPSTREAM_RETRY: dict[str, Any] = {
@@ -51,3 +88,27 @@ UPSTREAM_RETRY: dict[str, Any] = {
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": retry_if_transient,
 }
+
+
+def end_run_unless_transient(exc: Exception) -> State:
+    """Re-raise a transient failure (flow retries apply); turn a permanent one into Failed."""
+    if is_transient(exc):
+        raise exc
+    _spend_flow_retries()
+    return Failed(message=f"{type(exc).__name__}: {exc} (permanent: not retried)", data=exc)
+
+
+def _spend_flow_retries() -> None:
+    """Tell the server this flow run has no retries left.
+
+    Prefect's server retries any flow run that proposes Failed while retries remain, whether
+    the flow raised or returned the state (its RetryFailedFlows rule), and flows take no
+    retry condition; the run's own policy is the one lever. `prefect flow-run retry` still
+    works afterwards.
+    """
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    policy = context.flow_run.empirical_policy.model_copy(update={"retries": 0, "max_retries": 0})
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(context.flow_run.id, empirical_policy=policy)

@@ -37,6 +37,7 @@ from prefect.transactions import CommitMode, Transaction, transaction
 from pydantic import BaseModel, ValidationError
 
 from toolkit.idempotency import business_key
+from toolkit.retry import TransientError
 
 STATE_SCHEMA_VERSION = 2
 """Version of every persisted state shape; part of each checkpoint key and Idempotency-Key."""
@@ -44,8 +45,8 @@ STATE_SCHEMA_VERSION = 2
 logger = logging.getLogger("resilient_flows.state")
 
 
-class CheckpointNotRecorded(Exception):
-    """The work ran but its checkpoint could not be written; it was rolled back."""
+class CheckpointNotRecorded(TransientError):
+    """The work ran but its checkpoint could not be written: rolled back, safe to retry."""
 
 
 class Versioned(BaseModel):
@@ -87,7 +88,10 @@ class Checkpoint(Generic[V]):
         """
         if self.txn is None or self.store is None:
             raise RuntimeError(f"checkpoint {self.key} is already recorded")
-        self.store.write(key=self.key, obj=value.model_dump(mode="json"))
+        try:
+            self.store.write(key=self.key, obj=value.model_dump(mode="json"))
+        except Exception as exc:
+            raise CheckpointNotRecorded(f"checkpoint {self.key} could not be written") from exc
         self.value = value
 
 
@@ -117,29 +121,44 @@ def read_state(store: ResultStore, model: type[V], parts: tuple[Any, ...]) -> tu
     return None
 
 
+def lookup(model: type[V], *parts: Any) -> V | None:
+    """The stored value for `parts`, if any; an older version is migrated and stored anew."""
+    store = state_store()
+    found = read_state(store, model, parts)
+    if found is None:
+        return None
+    value, version = found
+    if version != STATE_SCHEMA_VERSION:
+        remember(value, *parts)
+    return value
+
+
+def remember(value: Versioned, *parts: Any) -> None:
+    """Store state that no side effect depends on (no transaction), replacing any older."""
+    key = state_key(type(value), parts, STATE_SCHEMA_VERSION)
+    state_store().write(key=key, obj=value.model_dump(mode="json"))
+
+
 @contextmanager
 def checkpoint(model: type[V], *parts: Any) -> Iterator[Checkpoint[V]]:
     """Run a unit of work at most once per business key `parts`.
 
     with checkpoint(PageOutcome, cursor) as cp:
         if cp.value is None:
-            ... do the work ...
+            ... do the work, tasks through step() ...
             cp.save(PageOutcome(...))
     """
-    store = state_store()
     key = state_key(model, parts, STATE_SCHEMA_VERSION)
-    found = read_state(store, model, parts)
-    if found is not None and found[1] == STATE_SCHEMA_VERSION:
-        yield Checkpoint(key=key, value=found[0], resumed=True)
+    done = lookup(model, *parts)
+    if done is not None:
+        yield Checkpoint(key=key, value=done, resumed=True)
         return
+    store = state_store()
     # LAZY: the steps run inside commit with this transaction, so a rollback reaches their hooks.
     with transaction(
         key=key, store=store, commit_mode=CommitMode.LAZY, overwrite=True, write_on_commit=False
     ) as txn:
         cp: Checkpoint[V] = Checkpoint(key=key, txn=txn, store=store)
-        if found is not None:  # an older version, migrated: store it under the current key
-            cp.save(found[0])
-            cp.resumed = True
         yield cp
         if cp.value is None:
             raise RuntimeError(f"checkpoint {key}: the block ended without save()")

@@ -8,7 +8,7 @@ rounded half-even to 2 places. Money is `Decimal` from the wire to the ledger, n
 from __future__ import annotations
 
 import decimal
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
@@ -68,13 +68,25 @@ class RecordsPage(BaseModel):
 
 
 class Rates(Versioned):
-    """Rates of one snapshot's sync: every page of a snapshot converts with the same rates."""
+    """EUR rates, and where they came from.
+
+    `complete` is false for the stand-in used when no rates service answered and no recent
+    rates were stored: it knows only EUR itself, and a record in another currency is then
+    skipped (not loadable now), not quarantined (not invalid).
+    """
 
     KIND = "rates"
 
     base: Literal["EUR"]
     as_of: str
     rates: dict[str, Decimal]
+    source: str = "primary"
+    fetched_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    complete: bool = True
+
+    @classmethod
+    def unavailable(cls) -> Rates:
+        return cls(base="EUR", as_of="", rates={"EUR": "1"}, source="none", complete=False)
 
     @field_validator("rates", mode="before")
     @classmethod
@@ -96,24 +108,37 @@ def _first_error(exc: ValidationError) -> str:
     return f"{field}: {message}"
 
 
-def convert(items: list[dict[str, Any]], rates: Rates) -> tuple[list[Entry], list[Quarantined]]:
-    """Split a page into ledger entries and quarantined records (with the reason)."""
-    entries: list[Entry] = []
-    quarantined: list[Quarantined] = []
+class Converted(BaseModel):
+    """A page split three ways: entries to load, records quarantined, records skipped."""
+
+    entries: list[Entry]
+    quarantined: list[Quarantined]
+    skipped: list[Quarantined]
+
+
+def convert(items: list[dict[str, Any]], rates: Rates) -> Converted:
+    """Validate and convert a page; an invalid record is quarantined with the reason."""
+    out = Converted(entries=[], quarantined=[], skipped=[])
     for position, item in enumerate(items):
         record_id = str(item.get("id") or f"<no id, item {position}>")
         try:
             record = Record.model_validate(item)
         except ValidationError as exc:
-            quarantined.append(Quarantined(record_id=record_id, reason=_first_error(exc)))
+            out.quarantined.append(Quarantined(record_id=record_id, reason=_first_error(exc)))
             continue
         if record.currency not in rates.rates:
-            reason = f"currency: unknown currency {record.currency!r}"
-            quarantined.append(Quarantined(record_id=record_id, reason=reason))
+            if rates.complete:
+                reason = f"currency: unknown currency {record.currency!r}"
+                out.quarantined.append(Quarantined(record_id=record_id, reason=reason))
+            else:
+                reason = f"currency: no EUR rate for {record.currency} (rates unavailable)"
+                out.skipped.append(Quarantined(record_id=record_id, reason=reason))
             continue
         amount_eur = f"{rates.to_eur(record.amount, record.currency)}"
-        entries.append(Entry(record_id=record.id, account=record.account, amount_eur=amount_eur))
-    return entries, quarantined
+        out.entries.append(
+            Entry(record_id=record.id, account=record.account, amount_eur=amount_eur)
+        )
+    return out
 
 
 class Batch(BaseModel):
@@ -164,6 +189,7 @@ class PageOutcome(Versioned):
     records: int
     valid: int
     quarantined: list[Quarantined]
+    skipped: list[Quarantined] = []
     batch_id: str | None
     ledger: Literal["applied", "replayed", "empty"]
     total_eur: Decimal

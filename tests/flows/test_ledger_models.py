@@ -29,14 +29,14 @@ RATES_MODEL = Rates(base="EUR", as_of="2026-11-24T00:00:00Z", rates={"USD": "1.0
     ],
 )
 def test_conversion_rounds_half_even_to_cents(amount: str, currency: str, eur: str) -> None:
-    entries, quarantined = convert([{**GOOD, "amount": amount, "currency": currency}], RATES_MODEL)
-    assert quarantined == [] and entries[0].amount_eur == eur
+    out = convert([{**GOOD, "amount": amount, "currency": currency}], RATES_MODEL)
+    assert out.quarantined == [] and out.entries[0].amount_eur == eur
 
 
 def test_half_even_on_an_exact_half() -> None:
     rates = Rates(base="EUR", as_of="x", rates={"XXX": "2"})
-    entries, _ = convert([{**GOOD, "amount": "0.05", "currency": "XXX"}], rates)
-    assert entries[0].amount_eur == "0.02"  # 0.025 rounds to the even cent
+    out = convert([{**GOOD, "amount": "0.05", "currency": "XXX"}], rates)
+    assert out.entries[0].amount_eur == "0.02"  # 0.025 rounds to the even cent
 
 
 @pytest.mark.parametrize(
@@ -52,18 +52,30 @@ def test_half_even_on_an_exact_half() -> None:
     ],
 )
 def test_invalid_records_are_quarantined_with_the_field(change: dict, reason: str) -> None:
-    entries, quarantined = convert([{**GOOD, **change}], RATES_MODEL)
-    assert entries == [] and quarantined[0].record_id == "r-1"
-    assert quarantined[0].reason.startswith(reason)
+    out = convert([{**GOOD, **change}], RATES_MODEL)
+    assert out.entries == [] and out.skipped == [] and out.quarantined[0].record_id == "r-1"
+    assert out.quarantined[0].reason.startswith(reason)
 
 
 def test_every_sandbox_invalid_record_is_quarantined_and_no_valid_one() -> None:
     dataset = Dataset.generate(n_records=400, invalid_fraction=0.1, seed=3)
     rates = Rates(base="EUR", as_of="x", rates=RATES)
-    entries, quarantined = convert(dataset.records, rates)
-    assert {q.record_id for q in quarantined} == set(dataset.invalid)
+    out = convert(dataset.records, rates)
+    assert {q.record_id for q in out.quarantined} == set(dataset.invalid)
     expected = dataset.expected_entries()
-    assert {e.record_id: Decimal(e.amount_eur) for e in entries} == expected
+    assert {e.record_id: Decimal(e.amount_eur) for e in out.entries} == expected
+
+
+def test_without_rates_only_eur_loads_and_the_rest_is_skipped_not_quarantined() -> None:
+    dataset = Dataset.generate(n_records=200, invalid_fraction=0.1, seed=3)
+    out = convert(dataset.records, Rates.unavailable())
+    assert {q.record_id for q in out.quarantined} <= set(dataset.invalid)
+    assert out.skipped and all("rates unavailable" in s.reason for s in out.skipped)
+    assert {e.record_id for e in out.entries} == {
+        r["id"]
+        for r in dataset.records
+        if r.get("currency") == "EUR" and r["id"] not in dataset.invalid
+    }
 
 
 def test_a_v1_page_checkpoint_migrates() -> None:

@@ -1,0 +1,67 @@
+"""Rates for a sync: primary, else fallback, else recent stored rates, else none.
+
+Scenario: the rates service is down, or its circuit breaker is open, in the middle of a
+sync; a secondary service with the same contract exists, and yesterday's rates would do for
+a few hours. With none of these, records in other currencies cannot be converted and must
+not be loaded (the run degrades: see flows/ledger_sync.py).
+
+Solution: `resolve_rates` tries each source once per sync (Prefect task retries for transient
+failures, the shared circuit breaker to skip a source that is known to be down), stores every
+good answer as the last known good rates, and pins the rates it chose to the records snapshot
+so that a resumed sync converts with the same rates and rebuilds identical batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from prefect import get_run_logger, task
+
+from flows.ledger.models import Rates
+from flows.ledger.upstreams import UPSTREAM_TASK
+from toolkit.breaker import breaker_for
+from toolkit.retry import checked
+from toolkit.state import lookup, remember
+
+
+@dataclass(frozen=True)
+class RatesSource:
+    name: str
+    base_url: str
+    client: httpx.Client
+
+
+@task(**UPSTREAM_TASK, task_run_name="fetch-rates-{source.name}")
+def fetch_rates(source: RatesSource) -> Rates:
+    """GET /rates?base=EUR through the source's circuit breaker (shared by all workers)."""
+    breaker = breaker_for(f"rates:{source.base_url}")
+    response = breaker.call(lambda: checked(source.client.get("/rates", params={"base": "EUR"})))
+    return Rates.model_validate({**response.json(), "source": source.name})
+
+
+def resolve_rates(sources: list[RatesSource], snapshot: str, max_stored_age: timedelta) -> Rates:
+    """The rates of `snapshot`: pinned ones, else the first source that answers, else stored."""
+    logger = get_run_logger()
+    pin = ("snapshot", sources[0].base_url, snapshot)
+    pinned = lookup(Rates, *pin)
+    if pinned is not None:
+        return pinned
+    for source in sources:
+        try:
+            rates = fetch_rates(source)
+        except Exception as exc:
+            logger.warning("Rates from %s unavailable: %s", source.name, exc)
+            continue
+        remember(rates, "last-known-good", sources[0].base_url)
+        remember(rates, *pin)
+        return rates
+    stored = lookup(Rates, "last-known-good", sources[0].base_url)
+    if stored is not None and datetime.now(UTC) - stored.fetched_at <= max_stored_age:
+        rates = stored.model_copy(update={"source": f"last known good ({stored.source})"})
+        logger.warning("Using stored rates fetched at %s", stored.fetched_at.isoformat())
+        remember(rates, *pin)
+        return rates
+    logger.error("No rates: every rates service failed and no stored rates are recent enough")
+    return Rates.unavailable()
