@@ -45,16 +45,14 @@ from typing import Annotated, Any
 
 import httpx
 from prefect import flow, get_run_logger
-from prefect.events import emit_event
-from prefect.runtime import flow_run
-from prefect.states import Cancelled, Completed, Failed, State
+from prefect.states import Cancelled, State
 from prefect.utilities.annotations import opaque
 from pydantic import BaseModel, Field
 
 from flows.ledger.models import Batch, Converted, PageOutcome, Rates, RecordsPage, convert
 from flows.ledger.rates import RatesSource, resolve_rates
 from flows.ledger.upstreams import fetch_page, load_batch
-from toolkit.alerts import alert
+from toolkit import degradation
 from toolkit.approval import TimeoutPolicy, request_approval
 from toolkit.report import Progress, RunReport
 from toolkit.retry import end_run_unless_transient
@@ -96,14 +94,6 @@ class SyncSummary(BaseModel):
             else:
                 self.batches_applied += 1
         self.total_eur += page.total_eur
-
-    @property
-    def lost(self) -> int:
-        return self.skipped + self.records_lost_at_least
-
-    @property
-    def loss_fraction(self) -> float:
-        return self.lost / max(self.records + self.records_lost_at_least, 1)
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -185,13 +175,20 @@ class SyncPlan:
         return quarantined / records if records else 0.0
 
     @property
-    def loss_fraction(self) -> float:
-        """The share of records that would not reach the ledger although valid (or unseen)."""
-        records = sum(p.records for p in self.done) + sum(len(p.page.items) for p in self.todo)
+    def lost(self) -> int:
+        """Records that would not reach the ledger: skipped for want of a rate, or unseen."""
         skipped = sum(len(p.skipped) for p in self.done)
         skipped += sum(len(p.converted.skipped) for p in self.todo)
-        lost = skipped + self.records_lost_at_least
-        return lost / max(records + self.records_lost_at_least, 1)
+        return skipped + self.records_lost_at_least
+
+    @property
+    def total(self) -> int:
+        records = sum(p.records for p in self.done) + sum(len(p.page.items) for p in self.todo)
+        return records + self.records_lost_at_least
+
+    @property
+    def why_lost(self) -> str:
+        return self.lost_after or "no EUR rate for some currencies"
 
 
 def plan_sync(
@@ -350,14 +347,13 @@ def ledger_sync(
             if plan.lost_after:
                 report.notes.append(f"Stopped early: {plan.lost_after}.")
 
-            if plan.loss_fraction > max_loss_fraction:
-                message = (
-                    f"{plan.loss_fraction:.1%} of the records would be lost (more than "
-                    f"{max_loss_fraction:.1%} allowed): nothing loaded"
+            if degradation.too_lossy(plan.lost, plan.total, max_loss_fraction):
+                why = f"{plan.why_lost}; nothing loaded"
+                failed = degradation.outcome(
+                    "Ledger sync", None, plan.lost, plan.total, max_loss_fraction, why
                 )
-                report.status = f"FAILED: {message}"
-                alert("Ledger sync failed: too much would be lost", message)
-                return Failed(message=message)
+                report.status = f"FAILED: {failed.message}"
+                return failed
 
             reason = approval_reason(plan, approval_above_eur, approval_above_quarantine_rate)
             if reason:
@@ -387,21 +383,11 @@ def ledger_sync(
                 summary.pages_resumed,
             )
 
-        if summary.lost:
-            message = (
-                f"Degraded: {summary.lost} records not loaded ({summary.loss_fraction:.1%}); "
-                f"{plan.lost_after or 'no rates for some currencies'}"
-            )
-            report.status = f"DEGRADED: {message}"
-            emit_event(
-                event="resilient-flows.ledger-sync.degraded",
-                resource={"prefect.resource.id": f"resilient-flows.ledger-sync.{flow_run.id}"},
-                payload={"lost": summary.lost, "loss_fraction": summary.loss_fraction},
-            )
-            alert("Ledger sync degraded", message)
-            return Completed(name="Degraded", message=message, data=summary)
-        report.status = "completed"
-        return summary
+        result = degradation.outcome(
+            "Ledger sync", summary, plan.lost, plan.total, max_loss_fraction, plan.why_lost
+        )
+        report.status = result.message if isinstance(result, State) else "completed"
+        return result
     except Exception as exc:
         report.status = f"failed: {type(exc).__name__}: {exc}"
         return end_run_unless_transient(exc)

@@ -12,6 +12,7 @@ goes, and `publish()` turns them into a markdown artifact and a table artifact o
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from uuid import UUID
 
@@ -57,18 +58,25 @@ class RunReport(BaseModel):
 
 
 class Progress:
-    """A progress artifact, updated at most once per percent."""
+    """A progress artifact, updated at most every `interval` seconds, and at the end.
 
-    def __init__(self, total: int, description: str) -> None:
+    Each update is an API call (about 20 ms): per-item updates would cost more than the work.
+    """
+
+    def __init__(self, total: int, description: str, interval: float = 2.0) -> None:
         self.total = max(total, 1)
         self.description = description
+        self.interval = interval
         self._shown = -1.0
+        self._shown_at = 0.0
         self._id: UUID | None = None
 
     def update(self, done: int) -> None:
         percent = min(100.0, round(100.0 * done / self.total, 0))
-        if percent == self._shown:
+        recent = time.monotonic() - self._shown_at < self.interval
+        if percent == self._shown or (recent and percent < 100.0 and self._id is not None):
             return
+        self._shown_at = time.monotonic()
         if self._id is None:
             self._id = create_progress_artifact(percent, description=self.description)
         else:

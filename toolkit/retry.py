@@ -11,7 +11,7 @@ Solution: one classification of failures (`is_transient`) and, built on it:
   out a 429's Retry-After before Prefect's backoff starts;
 - `end_run_unless_transient`, for a flow's top level: a transient failure is re-raised so
   Prefect's flow retries resume the run from its checkpoints; a permanent one ends the run
-  as Failed at once (Prefect has no retry condition for flows: see `_spend_flow_retries`).
+  as Failed at once (Prefect has no retry condition for flows: see `spend_flow_retries`).
 
 How to use:
     @task(**UPSTREAM_RETRY)
@@ -94,11 +94,11 @@ def end_run_unless_transient(exc: Exception) -> State:
     """Re-raise a transient failure (flow retries apply); turn a permanent one into Failed."""
     if is_transient(exc):
         raise exc
-    _spend_flow_retries()
+    spend_flow_retries()
     return Failed(message=f"{type(exc).__name__}: {exc} (permanent: not retried)", data=exc)
 
 
-def _spend_flow_retries() -> None:
+def spend_flow_retries() -> None:
     """Tell the server this flow run has no retries left.
 
     Prefect's server retries any flow run that proposes Failed while retries remain, whether
