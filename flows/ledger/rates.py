@@ -55,13 +55,15 @@ def resolve_rates(sources: list[RatesSource], snapshot: str, max_stored_age: tim
             logger.warning("Rates from %s unavailable: %s", source.name, exc)
             continue
         remember(rates, "last-known-good", sources[0].base_url)
-        remember(rates, *pin)
+        if snapshot:
+            remember(rates, *pin)
         return rates
     stored = lookup(Rates, "last-known-good", sources[0].base_url)
     if stored is not None and datetime.now(UTC) - stored.fetched_at <= max_stored_age:
         rates = stored.model_copy(update={"source": f"last known good ({stored.source})"})
         logger.warning("Using stored rates fetched at %s", stored.fetched_at.isoformat())
-        remember(rates, *pin)
+        if snapshot:
+            remember(rates, *pin)
         return rates
     logger.error("No rates: every rates service failed and no stored rates are recent enough")
     return Rates.unavailable()

@@ -1,0 +1,51 @@
+"""Manual intervention: a payment above a threshold waits for a person's approval.
+
+Scenario
+    Most payments go through; a large one must be approved by a person, in the Prefect UI,
+    who records who decided and why. Nobody answering must not leave it hanging forever.
+
+Solution
+    `toolkit.approval.request_approval` (the one ledger_sync uses): an alert through the
+    configured notification block, then `pause_flow_run` with a typed form (`approved`,
+    `reason`, `approver`) behind the run's Resume button; on timeout the policy decides and
+    a second alert says so. A refusal ends the run as `Rejected`, having done nothing.
+
+How to run
+    python -c "from flows.approval import approve_payment; approve_payment(amount_eur=5000)"
+    # then open the paused run in the UI and press Resume, or:
+    # prefect.flow_runs.resume_flow_run(id, run_input={"approved": True, "reason": "ok",
+    #                                                  "approver": "me"})
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+from prefect import flow
+from prefect.states import Cancelled, State
+from pydantic import Field
+
+from toolkit.approval import TimeoutPolicy, request_approval
+
+
+@flow(name="approval")
+def approve_payment(
+    amount_eur: Annotated[Decimal, Field(ge=0, description="The payment, in EUR.")],
+    approval_above_eur: Annotated[
+        Decimal, Field(ge=0, description="Payments above this wait for approval.")
+    ] = Decimal("1000"),
+    timeout_seconds: Annotated[int, Field(ge=1, description="How long to wait.")] = 3600,
+    on_timeout: Annotated[TimeoutPolicy, Field(description="What silence means.")] = "reject",
+) -> str | State:
+    """Pay `amount_eur`, after a person's approval if it is above the threshold."""
+    if amount_eur > approval_above_eur:
+        decision = request_approval(
+            f"Pay {amount_eur} EUR?",
+            f"The payment is above {approval_above_eur} EUR.",
+            timeout_seconds,
+            on_timeout,
+        )
+        if not decision.approved:
+            return Cancelled(name="Rejected", message=f"Rejected by {decision.approver}")
+    return f"paid {amount_eur} EUR"

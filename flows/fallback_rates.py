@@ -1,0 +1,58 @@
+"""Alternative path: rates from the primary, else the secondary, else recent stored ones.
+
+Scenario
+    The primary rates service is down (or its breaker is open). A secondary service speaks
+    the same contract; rates stored by an earlier run would do if they are recent enough.
+
+Solution
+    `flows.ledger.rates.resolve_rates`, the chain ledger_sync uses: each source is tried
+    once (task retries for transient failures, its circuit breaker to skip one known to be
+    down); every good answer is stored as the last known good rates; stored rates younger
+    than `max_stored_age_hours` stand in when no service answers; otherwise the result says
+    `none` and the caller degrades.
+
+How to run
+    python -c "from flows.fallback_rates import fallback_rates; print(fallback_rates())"
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from datetime import timedelta
+from typing import Annotated
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from flows.ledger.rates import RatesSource, resolve_rates
+from toolkit.services import load_service
+
+
+class RatesAnswer(BaseModel):
+    source: str
+    currencies: list[str]
+
+
+@flow(name="fallback-rates")
+def fallback_rates(
+    rates_api: Annotated[str, Field(description="Primary rates service block.")] = (
+        "sandbox-rates"
+    ),
+    fallback_rates_api: Annotated[str, Field(description="Secondary rates service block.")] = (
+        "sandbox-rates-fallback"
+    ),
+    max_stored_age_hours: Annotated[
+        float, Field(gt=0, description="Stored rates younger than this may stand in.")
+    ] = 24.0,
+) -> RatesAnswer:
+    """Get EUR rates from the first source that has them."""
+    with ExitStack() as stack:
+        sources = [
+            RatesSource(name, service.base_url, stack.enter_context(service.client()))
+            for name, service in (
+                ("primary", load_service("rates_api", rates_api)),
+                ("fallback", load_service("fallback_rates_api", fallback_rates_api)),
+            )
+        ]
+        rates = resolve_rates(sources, None, timedelta(hours=max_stored_age_hours))
+    return RatesAnswer(source=rates.source, currencies=sorted(rates.rates))

@@ -1,0 +1,65 @@
+"""Graceful degradation: finish what can be done, and end in a state no one mistakes.
+
+Scenario
+    A walk over the records service meets a page that answers 404: the records on it and
+    after it cannot be reached. Failing throws away what was counted; completing quietly
+    hides the loss.
+
+Solution
+    The flow counts what it can and ends through `toolkit.degradation.outcome`: within the
+    allowed loss the run is `Degraded` (a Completed-type state with its own name and a
+    message), with an event and an alert; above it, the run is Failed.
+
+How to run
+    python -c "from flows.graceful_degradation import count_records; print(count_records())"
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import httpx
+from prefect import flow
+from prefect.states import State
+from pydantic import BaseModel, Field
+
+from flows.ledger.upstreams import fetch_page
+from toolkit import degradation
+from toolkit.services import load_service
+
+
+class RecordCount(BaseModel):
+    pages: int = 0
+    records: int = 0
+    pages_missing: int = 0
+
+
+@flow(name="graceful-degradation")
+def count_records(
+    records_api: Annotated[str, Field(description="Records service block.")] = "sandbox-records",
+    page_size: Annotated[int, Field(ge=1, le=500, description="Records per page.")] = 100,
+    max_loss_fraction: Annotated[
+        float, Field(ge=0, le=1, description="Above this share lost, fail instead.")
+    ] = 0.2,
+) -> RecordCount | State:
+    """Count the records of the current snapshot, as far as the service lets us."""
+    count, cursor = RecordCount(), None
+    with load_service("records_api", records_api).client() as client:
+        while True:
+            try:
+                page = fetch_page(client, cursor, page_size)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 404:
+                    raise
+                count.pages_missing += 1
+                break
+            count.pages += 1
+            count.records += len(page.items)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    lost = count.pages_missing * page_size  # at least: a missing page hides what follows
+    why = f"page {count.pages + 1} answered 404" if count.pages_missing else ""
+    return degradation.outcome(
+        "Record count", count, lost, count.records + lost, max_loss_fraction, why
+    )
