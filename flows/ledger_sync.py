@@ -26,8 +26,10 @@ Solution
        and `load_batch`'s rollback hook DELETEs the batch; the flow retry applies it again.
     4. Report. A markdown report, a table of quarantined and skipped records, a progress
        artifact while loading; a partial run ends in the state `Degraded`, emits an event and
-       alerts. Permanent errors (a 400, a bad parameter) end the run at once; transient ones
-       get Prefect's flow retries, which resume from the checkpoints.
+       alerts. Every sync that ends Completed or Degraded publishes `COMPLETED_EVENT`, to
+       which other deployments subscribe (flows/reconcile.py). Permanent errors (a 400, a
+       bad parameter) end the run at once; transient ones get Prefect's flow retries, which
+       resume from the checkpoints.
 
 How to run
     make demo                                          # sandbox + local server + this flow
@@ -45,6 +47,8 @@ from typing import Annotated, Any
 
 import httpx
 from prefect import flow, get_run_logger
+from prefect.events import emit_event
+from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
 from prefect.utilities.annotations import opaque
 from pydantic import BaseModel, Field
@@ -58,6 +62,9 @@ from toolkit.report import Progress, RunReport
 from toolkit.retry import end_run_unless_transient
 from toolkit.services import load_service
 from toolkit.state import checkpoint, lookup, step
+
+COMPLETED_EVENT = "resilient-flows.ledger-sync.completed"
+"""Published when a sync ends Completed or Degraded; subscribers: see flows/reconcile.py."""
 
 
 class SyncSummary(BaseModel):
@@ -387,6 +394,16 @@ def ledger_sync(
             "Ledger sync", summary, plan.lost, plan.total, max_loss_fraction, plan.why_lost
         )
         report.status = result.message if isinstance(result, State) else "completed"
+        emit_event(
+            event=COMPLETED_EVENT,
+            resource={"prefect.resource.id": f"resilient-flows.ledger-sync.{flow_run.id}"},
+            payload={
+                "ledger_api": ledger_api,
+                "snapshot": summary.snapshot,
+                "total_eur": str(summary.total_eur),
+                "state": result.name if isinstance(result, State) else "Completed",
+            },
+        )
         return result
     except Exception as exc:
         report.status = f"failed: {type(exc).__name__}: {exc}"
