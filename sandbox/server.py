@@ -220,12 +220,15 @@ class _Counters:
     conflicts: int = 0
     deleted: int = 0
     post_attempts: int = 0
+    in_flight: int = 0  # requests being processed right now
+    max_in_flight: int = 0  # the most seen at once: how much a client overlaps its calls
 
     def to_dict(self, service: str) -> dict[str, Any]:
         out: dict[str, Any] = {
             "requests": self.requests,
             "by_status": dict(self.by_status),
             "dropped": self.dropped,
+            "max_in_flight": self.max_in_flight,
         }
         if service == "records":
             out["page_fetches"] = dict(self.page_fetches)
@@ -449,6 +452,23 @@ class Sandbox:
             counters.requests += 1
             counters.post_attempts += ledger_post
             counters.dropped += drop
+            counters.in_flight += 1
+            counters.max_in_flight = max(counters.max_in_flight, counters.in_flight)
+        try:
+            return self._serve_planned(name, route, request, plan, drop)
+        finally:
+            # The counters read on entry: reset_counters() may have replaced them since.
+            with self._lock:
+                counters.in_flight -= 1
+
+    def _serve_planned(
+        self,
+        name: str,
+        route: Callable[[_Request], _Response],
+        request: _Request,
+        plan: Plan,
+        drop: bool,
+    ) -> _Response | None:
         if drop:
             return None
         if plan.sleep:

@@ -1,0 +1,220 @@
+"""Fan-out / fan-in: load the batches of a sync side by side, a bounded number at a time.
+
+Scenario
+    Loading one batch after another leaves the ledger idle while each POST travels and the
+    flow waits; a slow ledger makes a sync as slow as the sum of its answers. Sending every
+    batch at once would swamp the ledger instead. And when one batch fails for good (a 409,
+    a 422), the batches that did load must stay loaded and be reported, not lost behind the
+    first exception.
+
+Solution
+    The page chain is walked one page at a time (each cursor comes from the page before),
+    rates are resolved once for the snapshot (flows/ledger/rates.py) and every page is
+    converted in memory. Then one `load_batch` task per batch is submitted to a
+    `ThreadPoolTaskRunner(max_workers=max_in_flight)` built when the flow runs: each task run
+    holds one of its threads from its first attempt to its last retry, so no more than
+    `max_in_flight` POSTs are ever in flight. This is the simplest bound that holds: a
+    flow's own task runner is fixed when it is decorated, a subflow called with
+    `with_options(task_runner=...)` would turn every batch into a flow-run parameter (walked,
+    validated, and stored as JSON in Prefect's database), and a global concurrency limit is
+    a server-side object worth having only to share one bound among several runs. Batches
+    go in as `opaque(batch)` so Prefect does not walk their entries looking for futures.
+    Results are consumed with `prefect.futures.as_completed`, in the order the ledger
+    answers: each batch's outcome (loaded, replayed, or failed with its error) goes into a
+    `FanOutResult`. The run ends Completed when every batch is in the ledger; otherwise it
+    returns a Failed state that names the failed batches and still carries the result. The
+    loaded batches stay loaded: a rerun posts them again under the same Idempotency-Key and
+    the ledger replays them, applying nothing twice.
+
+How to run
+    python -m flows.fan_out max_in_flight=8 batch_size=100   # against the saved blocks
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack
+from datetime import timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import httpx
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture, as_completed
+from prefect.states import Failed, State
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import opaque
+from pydantic import BaseModel, Field
+
+from flows.ledger.models import Batch, LedgerReceipt, RecordsPage, convert
+from flows.ledger.rates import RatesSource, resolve_rates
+from flows.ledger.upstreams import fetch_page, load_batch
+from toolkit.services import load_service
+
+MAX_STORED_RATES_AGE = timedelta(hours=24)
+"""Rates stored by an earlier run may stand in for a rates service that is down this long."""
+
+
+class BatchOutcome(BaseModel):
+    """What became of one batch: in the ledger (now or before), or not, and why."""
+
+    batch_id: str
+    page: int  # 1-based position in the page chain: submission order, not completion order
+    entries: int
+    total_eur: Decimal
+    status: Literal["loaded", "replayed", "failed"]
+    error: str | None = None
+
+
+class FanOutResult(BaseModel):
+    """What a fan-out load did, as returned by the flow (also inside its Failed state)."""
+
+    snapshot: str = ""
+    rates_source: str = ""
+    pages: int = 0
+    records: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    loaded: int = 0
+    replayed: int = 0
+    failed: int = 0
+    total_eur: Decimal = Decimal("0.00")  # of the batches now in the ledger
+    failures: dict[str, str] = Field(default_factory=dict)  # batch id -> error
+    batches: list[BatchOutcome] = Field(default_factory=list)  # in completion order
+
+    def add(self, outcome: BatchOutcome) -> None:
+        self.batches.append(outcome)
+        if outcome.status == "failed":
+            self.failed += 1
+            self.failures[outcome.batch_id] = outcome.error or "unknown error"
+            return
+        self.loaded += outcome.status == "loaded"
+        self.replayed += outcome.status == "replayed"
+        self.total_eur += outcome.total_eur
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a failed batch; for an HTTP error, the status and the upstream's reason."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        response = exc.response
+        try:
+            reason = response.json().get("error") or response.text
+        except (ValueError, AttributeError):  # not JSON, or not the contract's error object
+            reason = response.text
+        return f"HTTP {response.status_code}: {reason}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+def fetch_all_pages(records: httpx.Client, batch_size: int) -> list[RecordsPage]:
+    """Every page of the current snapshot, one after the other: each cursor is in the last."""
+    pages = [fetch_page(records, None, batch_size)]
+    while pages[-1].next_cursor is not None:
+        pages.append(fetch_page(records, pages[-1].next_cursor, batch_size))
+    return pages
+
+
+def outcome_of(future: PrefectFuture[LedgerReceipt], page: int, batch: Batch) -> BatchOutcome:
+    """The outcome of a finished load; a failed one keeps its error instead of raising it."""
+    answer = future.result(raise_on_failure=False)
+    fields: dict[str, Any] = {
+        "batch_id": batch.batch_id,
+        "page": page,
+        "entries": len(batch.entries),
+        "total_eur": batch.total_eur,
+    }
+    if isinstance(answer, LedgerReceipt):
+        return BatchOutcome(**fields, status="replayed" if answer.replayed else "loaded")
+    error = describe(answer) if isinstance(answer, BaseException) else f"{future.state.message}"
+    return BatchOutcome(**fields, status="failed", error=error)
+
+
+@flow(name="fan-out-load", persist_result=False)
+def fan_out_load(
+    records_api: Annotated[
+        str, Field(description="HttpService block document of the records service.")
+    ] = "sandbox-records",
+    rates_api: Annotated[
+        str, Field(description="HttpService block document of the rates service.")
+    ] = "sandbox-rates",
+    ledger_api: Annotated[
+        str, Field(description="HttpService block document of the ledger service.")
+    ] = "sandbox-ledger",
+    batch_size: Annotated[
+        int, Field(ge=1, le=500, description="Records per page, and so per ledger batch.")
+    ] = 100,
+    max_in_flight: Annotated[
+        int, Field(ge=1, le=32, description="Most ledger batches loading at the same time.")
+    ] = 4,
+) -> FanOutResult | State:
+    """Load every page of the records service into the ledger, `max_in_flight` at a time."""
+    logger = get_run_logger()
+    result = FanOutResult()
+    with ExitStack() as stack:
+        # All blocks first: a wrong name stops the run before any request is made.
+        records_service = load_service("records_api", records_api)
+        rates_service = load_service("rates_api", rates_api)
+        ledger_service = load_service("ledger_api", ledger_api)
+        records = stack.enter_context(records_service.client())
+        rates_client = stack.enter_context(rates_service.client())
+        ledger = stack.enter_context(ledger_service.client())
+
+        pages = fetch_all_pages(records, batch_size)
+        result.snapshot = pages[0].snapshot
+        source = RatesSource("primary", rates_service.base_url, rates_client)
+        rates = resolve_rates([source], result.snapshot, MAX_STORED_RATES_AGE)
+        result.rates_source = rates.source
+        batches: list[tuple[int, Batch]] = []
+        for number, page in enumerate(pages, start=1):
+            converted = convert(page.items, rates)
+            result.pages += 1
+            result.records += len(page.items)
+            result.quarantined += len(converted.quarantined)
+            result.skipped += len(converted.skipped)
+            if converted.entries:  # a page of invalid records only has nothing to load
+                batches.append((number, Batch.of(converted.entries)))
+
+        # By the end of this block as_completed has seen every future finish; an exception
+        # escaping it makes the runner cancel the batches not yet loaded.
+        with ThreadPoolTaskRunner(max_workers=max_in_flight) as runner:
+            submitted: dict[PrefectFuture[LedgerReceipt], tuple[int, Batch]] = {}
+            for number, batch in batches:
+                future = runner.submit(load_batch, {"client": ledger, "batch": opaque(batch)})
+                submitted[future] = (number, batch)
+            for done, future in enumerate(as_completed(list(submitted)), start=1):
+                outcome = outcome_of(future, *submitted[future])
+                result.add(outcome)
+                logger.info(
+                    "Batch %s (page %d) %s%s [%d/%d]",
+                    outcome.batch_id,
+                    outcome.page,
+                    outcome.status,
+                    f": {outcome.error}" if outcome.error else "",
+                    done,
+                    len(submitted),
+                )
+
+    if not result.failures:
+        return result
+    failed = "; ".join(f"{batch_id} ({error})" for batch_id, error in result.failures.items())
+    # The loaded batches are not undone: a rerun replays them under their Idempotency-Key.
+    message = (
+        f"{result.failed} of {len(submitted)} batches failed: {failed}. "
+        f"{result.loaded + result.replayed} are in the ledger; a rerun replays them safely."
+    )
+    return Failed(message=message, data=result)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m flows.fan_out [name=value ...]`: run once and print the outcome."""
+    parameters = dict(arg.partition("=")[::2] for arg in argv)
+    state = fan_out_load(**parameters, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, FanOutResult):
+        print(result.model_dump_json(indent=2, exclude={"batches"}))
+    if not state.is_completed():
+        print(f"The run ended {state.name}: {state.message}", file=sys.stderr)
+    return 0 if state.is_completed() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,143 @@
+"""flows/fan_out.py: batches loaded side by side, bounded, and none lost to another's failure.
+
+Counted at the sandbox: how many ledger requests were in flight at once, how many POSTs each
+batch took, what the ledger holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+
+from sandbox.dataset import RATES, RATES_AS_OF
+from sandbox.server import Sandbox
+from sandbox.verify import check_ledger
+
+pytestmark = pytest.mark.usefixtures("sandbox_blocks")
+
+BATCHES = 10  # 1000 sandbox records at batch_size=100, every page with valid records
+
+
+def run(**parameters: Any):
+    """The final state of one run (returned, not raised, so a Failed run can be inspected)."""
+    from flows.fan_out import fan_out_load
+
+    return fan_out_load(**{"batch_size": 100, **parameters}, return_state=True)
+
+
+def page_batch(sandbox: Sandbox, page: int, batch_size: int = 100):
+    """The batch the flow builds for page `page` (1-based) of the sandbox's data set."""
+    from flows.ledger.models import Batch, Rates, convert
+
+    items = sandbox.dataset.records[(page - 1) * batch_size : page * batch_size]
+    rates = Rates(base="EUR", as_of=RATES_AS_OF, rates=RATES)
+    return Batch.of(convert(items, rates).entries)
+
+
+def load_durations(flow_run_id: UUID) -> dict[str, float]:
+    """Seconds each load-batch task run took, by batch id, as the Prefect server recorded."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return {
+        run.name.removeprefix("load-batch-"): (run.end_time - run.start_time).total_seconds()
+        for run in task_runs
+        if run.name.startswith("load-batch-") and run.start_time and run.end_time
+    }
+
+
+def test_every_batch_loads_and_the_ledger_is_exact(sandbox: Sandbox) -> None:
+    state = run()
+
+    assert state.is_completed(), state.message
+    result = state.result()
+    check = check_ledger(sandbox.dataset.expected_entries(), sandbox.ledger_state())
+    assert check.exact, str(check)
+    assert (result.loaded, result.replayed, result.failed) == (BATCHES, 0, 0)
+    assert (result.records, result.quarantined) == (1000, 50)
+    assert result.total_eur == sandbox.dataset.expected_total_eur()
+    assert sandbox.counters()["ledger"]["post_attempts"] == BATCHES
+
+
+def test_a_second_run_replays_every_batch(sandbox: Sandbox) -> None:
+    assert run().is_completed()
+
+    result = run().result()
+
+    assert (result.loaded, result.replayed) == (0, BATCHES)
+    check = check_ledger(sandbox.dataset.expected_entries(), sandbox.ledger_state())
+    assert check.exact and not check.applied_ever_twice, str(check)
+
+
+def test_concurrency_at_the_ledger_is_bounded_by_max_in_flight(sandbox: Sandbox) -> None:
+    sandbox.set_faults("ledger", slow_rate=1.0, slow_seconds=0.2)
+
+    state = run(max_in_flight=3)
+
+    assert state.is_completed(), state.message
+    # More than one proves the fan-out, no more than three proves the bound.
+    assert sandbox.counters()["ledger"]["max_in_flight"] == 3
+
+
+def test_one_failed_batch_does_not_lose_the_others(sandbox: Sandbox) -> None:
+    doomed = page_batch(sandbox, 4)
+    # The same batch id held under another Idempotency-Key: the ledger answers 409 (permanent)
+    # to the flow's POST of page 4, and to nothing else.
+    decoy = {
+        "batch_id": doomed.batch_id,
+        "entries": [{"record_id": "decoy-1", "account": "acc-1", "amount_eur": "0.01"}],
+    }
+    answer = httpx.post(
+        sandbox.urls["ledger"] + "/ledger/batches",
+        json=decoy,
+        headers={"Idempotency-Key": "someone-else"},
+    )
+    assert answer.status_code == 201
+
+    state = run()
+
+    assert state.is_failed()
+    assert doomed.batch_id in state.message
+    result = state.result(raise_on_failure=False)
+    assert (result.loaded, result.failed) == (BATCHES - 1, 1)
+    assert list(result.failures) == [doomed.batch_id]
+    assert result.failures[doomed.batch_id].startswith("HTTP 409")
+    assert result.total_eur == sandbox.dataset.expected_total_eur() - doomed.total_eur
+    check = check_ledger(sandbox.dataset.expected_entries(), sandbox.ledger_state())
+    assert check.missing == sorted(entry.record_id for entry in doomed.entries)
+    assert check.unexpected == ["decoy-1"] and not check.applied_twice
+    ledger = sandbox.counters()["ledger"]
+    # Every batch was posted once, the doomed one included (409 is not retried), plus the decoy.
+    assert ledger["post_attempts"] == BATCHES + 1
+    assert (ledger["applied"], ledger["conflicts"]) == (BATCHES - 1 + 1, 1)
+
+
+def test_results_are_consumed_as_they_complete(sandbox: Sandbox) -> None:
+    # Every batch in flight at once; about half the POSTs answer a second late.
+    sandbox.set_faults("ledger", slow_rate=0.5, slow_seconds=1.0)
+
+    state = run(max_in_flight=16)
+
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert sorted(outcome.page for outcome in result.batches) == list(range(1, BATCHES + 1))
+    slow = {
+        batch_id
+        for batch_id, s in load_durations(state.state_details.flow_run_id).items()
+        if s >= 0.6
+    }
+    order = ["slow" if outcome.batch_id in slow else "fast" for outcome in result.batches]
+    assert 0 < len(slow) < BATCHES, order
+    # In completion order, every fast batch comes before every slow one...
+    assert order == sorted(order), order
+    # ...which page (submission) order would not give: a slow page precedes a fast one.
+    by_page = sorted(result.batches, key=lambda outcome: outcome.page)
+    pages_order = ["slow" if outcome.batch_id in slow else "fast" for outcome in by_page]
+    assert pages_order != sorted(pages_order), pages_order
