@@ -6,6 +6,7 @@ reversed, and how often each page was fetched.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -113,17 +114,17 @@ def test_failure_between_post_and_checkpoint_is_compensated(
 
 def test_quarantine_reasons_name_the_field(sandbox: Sandbox) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    run_sync()
+    from flows.ledger_sync import ledger_sync
 
+    state = ledger_sync(batch_size=100, return_state=True)
+
+    run_filter = ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ledger-sync-table"])),
-            limit=1,
-        )
-    rows = artifacts[0].data
-    rows = rows if isinstance(rows, list) else __import__("json").loads(rows)
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=run_filter))
+    (table,) = [artifact for artifact in artifacts if artifact.type == "table"]
+    rows = table.data if isinstance(table.data, list) else json.loads(table.data)
     reasons = {row["record_id"]: row["reason"] for row in rows}
     invalid = sandbox.dataset.invalid
     assert set(reasons) == set(invalid)
