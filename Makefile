@@ -20,6 +20,7 @@ demo: venv
 
 test: venv
 	$(BIN)/ruff check .
+	$(BIN)/python -m deployments check
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: venv

@@ -1,0 +1,24 @@
+"""`python -m deployments COMMAND ...`: the project's deployment tooling.
+
+Commands so far: `check` (validate prefect.yaml without a server), `run` (trigger a
+deployment, optionally waiting for it: see deployments/trigger.py).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from deployments import check, trigger
+
+COMMANDS = {"check": check.main, "run": lambda argv: trigger.main(["run", *argv])}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m deployments {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
+        return 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
