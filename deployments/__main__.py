@@ -1,16 +1,21 @@
 """`python -m deployments COMMAND ...`: the project's deployment tooling.
 
-Commands so far: `check` (validate prefect.yaml without a server), `run` (trigger a
-deployment, optionally waiting for it: see deployments/trigger.py).
+Commands so far: `check` (validate prefect.yaml without a server), `deploy` (blocks, work
+pools and deployments to the server in PREFECT_API_URL), `run` (trigger a deployment,
+optionally waiting for it: see deployments/trigger.py).
 """
 
 from __future__ import annotations
 
 import sys
 
-from deployments import check, trigger
+from deployments import check, deploy, trigger
 
-COMMANDS = {"check": check.main, "run": lambda argv: trigger.main(["run", *argv])}
+COMMANDS = {
+    "check": check.main,
+    "deploy": deploy.main,
+    "run": lambda argv: trigger.main(["run", *argv]),
+}
 
 
 def main(argv: list[str]) -> int:

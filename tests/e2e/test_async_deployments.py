@@ -29,23 +29,8 @@ def worker(prefect_server: str, tmp_path_factory: pytest.TempPathFactory):
         "PWD": str(ROOT),
         "PREFECT_WORKER_QUERY_SECONDS": "1",
     }
-    subprocess.run(
-        [PREFECT, "work-pool", "create", POOL, "--type", "process"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        check=False,
-    )
     deploy = subprocess.run(
-        [
-            PREFECT,
-            "--no-prompt",
-            "deploy",
-            "--name",
-            "fire-and-forget",
-            "--name",
-            "reconcile-ledger",
-        ],
+        [sys.executable, "-m", "deployments", "deploy", "fire-and-forget", "reconcile-ledger"],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -180,3 +165,16 @@ def test_a_published_event_with_a_wrong_total_fails_the_reconciliation(
     runs = wait_for_reconcile(started)
     assert runs[0].state.is_failed()  # the empty ledger holds less than reported
     assert "123.45" in runs[0].state.message
+
+
+def test_deploying_again_is_safe(worker, prefect_server: str) -> None:
+    again = subprocess.run(
+        [sys.executable, "-m", "deployments", "deploy", "fire-and-forget"],
+        env={**os.environ, "PREFECT_API_URL": prefect_server, "PWD": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "created work pool" not in again.stdout  # it already existed
