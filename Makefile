@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: venv demo test lint format lock clean bench
+.PHONY: venv demo test lint format lock clean bench up
 
 venv: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml requirements.lock
 
 demo: venv
 	$(BIN)/python -m deployments.demo $(ARGS)
+
+# The local stack: server, sandbox, blocks, work pool, every deployment, a worker; Ctrl-C stops it.
+up: venv
+	$(BIN)/python -m deployments up $(ARGS)
 
 test: venv
 	$(BIN)/ruff check .

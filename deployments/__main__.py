@@ -2,19 +2,20 @@
 
 Commands so far: `check` (validate prefect.yaml without a server), `deploy` (blocks, work
 pools and deployments to the server in PREFECT_API_URL), `run` (trigger a deployment,
-optionally waiting for it: see deployments/trigger.py).
+optionally waiting for it: see deployments/trigger.py), `up` (the local stack).
 """
 
 from __future__ import annotations
 
 import sys
 
-from deployments import check, deploy, trigger
+from deployments import check, deploy, trigger, up
 
 COMMANDS = {
     "check": check.main,
     "deploy": deploy.main,
     "run": lambda argv: trigger.main(["run", *argv]),
+    "up": up.main,
 }
 
 

@@ -1,0 +1,79 @@
+"""`python -m deployments up`: the local stack comes up with every deployment, can be started
+twice without harm, and Ctrl-C stops what it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_up(home: Path) -> tuple[subprocess.Popen[str], list[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PWD"] = str(ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deployments", "up", "--home", str(home), "--records", "200"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        lines.append(line)
+        if line.startswith("UI: "):
+            return process, lines
+    process.kill()
+    raise AssertionError("no UI line:\n" + "".join(lines[-40:]))
+
+
+def healthy(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def deployment_names(api_url: str) -> set[str]:
+    import json
+
+    request = urllib.request.Request(
+        f"{api_url}/deployments/filter", data=b"{}", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return {d["name"] for d in json.load(response)}
+
+
+def stop(process: subprocess.Popen[str]) -> int:
+    process.send_signal(signal.SIGINT)
+    return process.wait(timeout=90)
+
+
+def test_up_twice_then_ctrl_c(tmp_path: Path) -> None:
+    first, lines = start_up(tmp_path)
+    try:
+        api_url = lines[-1].split()[1] + "/api"
+        assert any("Starting a Prefect server" in line for line in lines)
+        assert {"ledger-sync", "fire-and-forget", "reconcile-ledger"} <= deployment_names(api_url)
+
+        second, second_lines = start_up(tmp_path)  # reuses the running server
+        assert not any("Starting a Prefect server" in line for line in second_lines)
+        assert second_lines[-1] == lines[-1]
+        assert stop(second) == 0
+        assert healthy(api_url)  # the second stack did not stop what it did not start
+    finally:
+        code = stop(first)
+    assert code == 0
+    assert not healthy(api_url)
