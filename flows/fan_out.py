@@ -47,6 +47,7 @@ from prefect.utilities.annotations import opaque
 from pydantic import BaseModel, Field
 
 from flows.ledger.models import Batch, LedgerReceipt, RecordsPage, convert
+from flows.ledger.parameters import BatchSize, LedgerApi, RatesApi, RecordsApi
 from flows.ledger.rates import RatesSource, resolve_rates
 from flows.ledger.upstreams import fetch_page, load_batch
 from toolkit.services import load_service
@@ -130,18 +131,10 @@ def outcome_of(future: PrefectFuture[LedgerReceipt], page: int, batch: Batch) ->
 
 @flow(name="fan-out-load", persist_result=False)
 def fan_out_load(
-    records_api: Annotated[
-        str, Field(description="HttpService block document of the records service.")
-    ] = "sandbox-records",
-    rates_api: Annotated[
-        str, Field(description="HttpService block document of the rates service.")
-    ] = "sandbox-rates",
-    ledger_api: Annotated[
-        str, Field(description="HttpService block document of the ledger service.")
-    ] = "sandbox-ledger",
-    batch_size: Annotated[
-        int, Field(ge=1, le=500, description="Records per page, and so per ledger batch.")
-    ] = 100,
+    records_api: RecordsApi = "sandbox-records",
+    rates_api: RatesApi = "sandbox-rates",
+    ledger_api: LedgerApi = "sandbox-ledger",
+    batch_size: BatchSize = 100,
     max_in_flight: Annotated[
         int, Field(ge=1, le=32, description="Most ledger batches loading at the same time.")
     ] = 4,

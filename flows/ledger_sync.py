@@ -54,6 +54,7 @@ from prefect.utilities.annotations import opaque
 from pydantic import BaseModel, Field
 
 from flows.ledger.models import Batch, Converted, PageOutcome, Rates, RecordsPage, convert
+from flows.ledger.parameters import BatchSize, LedgerApi, RatesApi, RecordsApi
 from flows.ledger.rates import RatesSource, resolve_rates
 from flows.ledger.upstreams import fetch_page, load_batch
 from toolkit import degradation
@@ -283,22 +284,14 @@ def approval_reason(
 
 @flow(name="ledger-sync", retries=2, retry_delay_seconds=2, persist_result=False)
 def ledger_sync(
-    records_api: Annotated[
-        str, Field(description="HttpService block document of the records service.")
-    ] = "sandbox-records",
-    rates_api: Annotated[
-        str, Field(description="HttpService block document of the primary rates service.")
-    ] = "sandbox-rates",
+    records_api: RecordsApi = "sandbox-records",
+    rates_api: RatesApi = "sandbox-rates",
     fallback_rates_api: Annotated[
         str | None,
         Field(description="HttpService block document of the secondary rates service."),
     ] = "sandbox-rates-fallback",
-    ledger_api: Annotated[
-        str, Field(description="HttpService block document of the ledger service.")
-    ] = "sandbox-ledger",
-    batch_size: Annotated[
-        int, Field(ge=1, le=500, description="Records per page, and so per ledger batch.")
-    ] = 200,
+    ledger_api: LedgerApi = "sandbox-ledger",
+    batch_size: BatchSize = 200,
     max_records: Annotated[
         int | None, Field(ge=1, description="Stop after this many records (all if empty).")
     ] = None,
