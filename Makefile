@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: venv demo test lint format lock clean bench up
+.PHONY: venv browser demo test lint format lock clean bench up
 
 venv: $(STAMP)
 
@@ -22,7 +22,14 @@ demo: venv
 up: venv
 	$(BIN)/python -m deployments up $(ARGS)
 
-test: venv
+# Debian's chromium for the browser test (tests/e2e/test_browser.py), driven by Playwright
+# from .venv; installed only when missing, never downloaded by Playwright.
+browser:
+	@test -x /usr/bin/chromium || { \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: venv browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m deployments check
 	$(BIN)/python -m pytest $(ARGS)

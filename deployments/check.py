@@ -52,7 +52,7 @@ def check_file(path: Path) -> list[str]:
 
 
 def check_deployment(deployment: dict[str, Any], path: Path) -> list[str]:
-    problems: list[str] = []
+    problems: list[str] = check_fields(deployment)
     if not deployment.get("name"):
         problems.append("name: missing")
     flow, problem = load_entrypoint(deployment.get("entrypoint"), path.parent)
@@ -70,16 +70,37 @@ def check_deployment(deployment: dict[str, Any], path: Path) -> list[str]:
     return problems
 
 
+def check_fields(deployment: dict[str, Any]) -> list[str]:
+    """Unknown keys (Prefect ignores them silently: a typo loses a setting) and wrong types."""
+    # Prefect's own model of a prefect.yaml deployment; private, so pinned with prefect.
+    from prefect.cli.deploy._models import DeploymentConfig
+
+    known = set(DeploymentConfig.model_fields)
+    problems = [f"{key}: not a deployment field" for key in deployment if key not in known]
+    try:
+        DeploymentConfig.model_validate(deployment)
+    except ValidationError as exc:
+        problems += [
+            _describe(error)
+            for error in exc.errors()
+            if str(error["loc"][0]) not in ("schedules", "triggers")  # checked on their own
+        ]
+    return problems
+
+
 def load_entrypoint(entrypoint: Any, root: Path) -> tuple[Any, str | None]:
+    """The flow at `module.path:function` (or `path/to/file.py:function`), or a problem."""
     from prefect.flows import Flow, load_flow_from_entrypoint
 
     if not isinstance(entrypoint, str) or ":" not in entrypoint:
-        return None, f"entrypoint: {entrypoint!r} is not 'path/to/file.py:function'"
-    file, _, _ = entrypoint.partition(":")
-    if not (root / file).is_file():
-        return None, f"entrypoint: no file {file!r}"
+        return None, f"entrypoint: {entrypoint!r} is not 'package.module:function'"
+    location, _, _ = entrypoint.partition(":")
+    if location.endswith(".py"):
+        if not (root / location).is_file():
+            return None, f"entrypoint: no file {location!r}"
+        entrypoint = str(root / entrypoint)
     try:
-        flow = load_flow_from_entrypoint(str(root / entrypoint))
+        flow = load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
     except Exception as exc:  # an import error, or the function is not there
         return None, f"entrypoint: {entrypoint!r} does not load: {type(exc).__name__}: {exc}"
     if not isinstance(flow, Flow):
@@ -136,10 +157,14 @@ def check_trigger(trigger: Any) -> list[str]:
 
 def _first_line(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
-        return f"{where}: {error['msg']}" if where else error["msg"]
+        return _describe(exc.errors()[0])
     return str(exc).splitlines()[0]
+
+
+def _describe(error: Any) -> str:
+    """`field.path: message` of one pydantic error."""
+    where = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+    return f"{where}: {error['msg']}" if where else error["msg"]
 
 
 def main(argv: list[str]) -> int:

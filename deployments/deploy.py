@@ -1,37 +1,53 @@
-"""`python -m deployments deploy [NAME ...]`: put the project on the server in PREFECT_API_URL.
+"""`python -m deployments deploy [NAME ...] [--docker]`: the project on the server it points at.
 
 Scenario: a user has a Prefect server (their laptop's, a shared one) and wants this
 project's blocks, work pools and deployments on it in one command, again and again.
 
-Solution: register the custom blocks (`prefect block register -m blocks`), create the work
-pools prefect.yaml uses that the server lacks (known pools only: see deployments/check.py),
-then `prefect --no-prompt deploy` every deployment, or the named ones. Each step is
-idempotent; `PREFECT_API_AUTH_STRING` in the environment authenticates every call.
+Solution: check prefect.yaml (deployments/check.py), register the custom blocks (`prefect
+block register -m blocks`), create the work pools the chosen deployments use that the server
+lacks (known pools only), then `prefect --no-prompt deploy` them: by default every deployment
+on the process pool, with `--docker` every Docker variant (after creating the Prefect
+variables that name the image, if missing), or the ones named. Each step is idempotent;
+`PREFECT_API_AUTH_STRING` in the environment authenticates every call.
 
 How to run:
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m deployments deploy
     python -m deployments deploy fire-and-forget reconcile-ledger
+    python -m deployments deploy --docker        # needs a Docker engine (and a registry)
 """
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from deployments.check import KNOWN_WORK_POOLS, check_file
+from deployments.crash_detection import AUTOMATION_NAME, install_crash_detection
 from deployments.stack import PROJECT_ROOT, prefect_cli, register_blocks
 
+DOCKER_VARIABLES = {"docker_registry": "localhost:5000", "docker_image": "resilient-flows"}
+"""Prefect variables naming the Docker variants' image, with the defaults `--docker` creates."""
 
-def pools_used(path: Path, names: list[str]) -> set[str]:
-    document = yaml.safe_load(path.read_text())
-    return {
-        (deployment.get("work_pool") or {}).get("name")
-        for deployment in document["deployments"]
-        if not names or deployment.get("name") in names
-    }
+
+def select(path: Path, names: list[str], docker: bool) -> list[dict[str, Any]]:
+    """The deployments named (all on the process pool, or all Docker variants, if none are)."""
+    deployments = yaml.safe_load(path.read_text())["deployments"]
+    if names:
+        unknown = set(names) - {d.get("name") for d in deployments}
+        if unknown:
+            raise SystemExit(f"no deployment named {', '.join(sorted(unknown))} in {path}")
+        return [d for d in deployments if d.get("name") in names]
+    wanted = "docker" if docker else "process"
+    return [d for d in deployments if KNOWN_WORK_POOLS[pool_of(d)] == wanted]
+
+
+def pool_of(deployment: dict[str, Any]) -> str:
+    return (deployment.get("work_pool") or {}).get("name")
 
 
 def ensure_work_pools(pools: set[str]) -> list[str]:
@@ -51,20 +67,43 @@ def ensure_work_pools(pools: set[str]) -> list[str]:
     return created
 
 
+def ensure_docker_variables() -> None:
+    """Create the image-naming variables the server lacks; never overwrite a user's value."""
+    from prefect.variables import Variable
+
+    for name, default in DOCKER_VARIABLES.items():
+        if Variable.get(name) is None:
+            Variable.set(name, default)
+            print(f"created variable {name}={default}")
+
+
 def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deployments deploy")
+    parser.add_argument("names", nargs="*", metavar="NAME", help="deployments (default: all)")
+    parser.add_argument(
+        "--docker", action="store_true", help="the Docker variants instead (needs Docker)"
+    )
+    args = parser.parse_args(argv)
     path = PROJECT_ROOT / "prefect.yaml"
     problems = check_file(path)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 1
+    selected = select(path, args.names, args.docker)
     register_blocks()
-    for pool in ensure_work_pools(pools_used(path, argv)):
+    for pool in ensure_work_pools({pool_of(d) for d in selected}):
         print(f"created work pool {pool}")
-    selection = [arg for name in argv for arg in ("--name", name)] or ["--all"]
+    if any(KNOWN_WORK_POOLS[pool_of(d)] == "docker" for d in selected):
+        ensure_docker_variables()
+    selection = [arg for d in selected for arg in ("--name", d["name"])]
     deployed = subprocess.run(
         [prefect_cli(), "--no-prompt", "deploy", *selection], cwd=PROJECT_ROOT, check=False
     )
-    return deployed.returncode
+    if deployed.returncode != 0:
+        return deployed.returncode
+    if install_crash_detection():
+        print(f"installed automation {AUTOMATION_NAME!r} (crashed-run detection)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -89,6 +89,8 @@ def start_server(home: Path = LOCAL_HOME, timeout: float = 90.0) -> ServerProces
     port = free_port()
     env = {**os.environ, **local_environment(home)}
     env.pop("PREFECT_API_URL", None)
+    # The UI asks this for its API; unset, it would look on port 4200, not this server's.
+    env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
     log = (home / "server.log").open("ab")
     process = subprocess.Popen(
         [prefect_cli(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -121,3 +123,17 @@ def save_sandbox_blocks(urls: dict[str, str]) -> None:
 
     for service, block_name in SANDBOX_BLOCKS.items():
         HttpService(base_url=urls[service], read_timeout=5.0).save(block_name, overwrite=True)
+
+
+def save_callback_block(url: str) -> None:
+    """Point the callbacks flow's SignedWebhook document at `url`, under a fresh key."""
+    import secrets
+
+    from pydantic import SecretStr
+
+    from blocks import SignedWebhook
+    from flows.callbacks import CALLBACK_BLOCK
+
+    SignedWebhook(url=url, secret=SecretStr(secrets.token_hex(32))).save(
+        CALLBACK_BLOCK, overwrite=True
+    )

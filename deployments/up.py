@@ -5,12 +5,18 @@ there, with one command and nothing installed but the project.
 
 Solution: a Prefect server on SQLite under `.prefect-home/` (unless `PREFECT_API_URL` points
 at one, or a stack started earlier from the same home is still up: it is reused), the
-sandbox upstream, the blocks and their default documents, the work pools and every
-deployment (`deployments deploy`), and one process worker. It prints the UI URL and stays
-up; Ctrl-C (or SIGTERM) stops everything it started.
+sandbox upstream and a webhook receiver for the callbacks flow, the blocks and their default
+documents, the work pools and every deployment (`deployments deploy`), one process worker
+and one task worker (for the message-queue flow). It prints the UI URL and stays up; Ctrl-C
+(or SIGTERM) stops everything it started.
+
+With `PREFECT_SERVER_API_AUTH_STRING=user:password` in the environment the server it starts
+refuses unauthenticated API calls, and everything it starts authenticates with that string
+(`PREFECT_API_AUTH_STRING`); the UI asks for it.
 
 How to run:
     make up                       # or: .venv/bin/python -m deployments up [--home DIR]
+    PREFECT_SERVER_API_AUTH_STRING=admin:change-me make up
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     home: Path = args.home.resolve()
     os.environ.update(local_environment(home))
+    if os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
+        # The server we start asks for it; the CLI, the workers and their flow runs send it.
+        os.environ.setdefault(
+            "PREFECT_API_AUTH_STRING", os.environ["PREFECT_SERVER_API_AUTH_STRING"]
+        )
     os.environ.setdefault("PWD", str(Path.cwd()))
 
     stop = threading.Event()
@@ -56,31 +67,38 @@ def main(argv: list[str]) -> int:
         wait_healthy(os.environ["PREFECT_API_URL"], None, 30)
 
         from deployments import deploy
-        from deployments.stack import save_sandbox_blocks
+        from deployments.stack import save_callback_block, save_sandbox_blocks
+        from sandbox.receiver import Receiver
         from sandbox.server import Sandbox
 
         sandbox = Sandbox(n_records=args.records).start()
+        receiver = Receiver()
         try:
             if deploy.main([]) != 0:
                 return 1
             save_sandbox_blocks(sandbox.urls)
-            log = (home / "worker.log").open("ab")
-            started.append(
-                subprocess.Popen(
-                    [prefect_cli(), "worker", "start", "--pool", "local-process"],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
+            save_callback_block(f"{receiver.url}/callbacks")
+            workers = {
+                "worker.log": [prefect_cli(), "worker", "start", "--pool", "local-process"],
+                "task-worker.log": [sys.executable, "-m", "flows.message_queue_worker"],
+            }
+            for log_name, command in workers.items():
+                log = (home / log_name).open("ab")
+                started.append(
+                    subprocess.Popen(
+                        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    )
                 )
-            )
             ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
             print(f"UI: {ui}  (deployments: {ui}/deployments). Ctrl-C stops the stack.", flush=True)
             while not stop.wait(1):
-                if started[0].poll() is not None:
-                    print("the worker stopped; see worker.log", file=sys.stderr)
-                    return 1
+                for (log_name, _), process in zip(workers.items(), started, strict=True):
+                    if process.poll() is not None:
+                        print(f"a worker stopped; see {home / log_name}", file=sys.stderr)
+                        return 1
             return 0
         finally:
+            receiver.close()
             sandbox.stop()
     finally:
         for process in started:

@@ -38,7 +38,18 @@ def approve_payment(
     timeout_seconds: Annotated[int, Field(ge=1, description="How long to wait.")] = 3600,
     on_timeout: Annotated[TimeoutPolicy, Field(description="What silence means.")] = "reject",
 ) -> str | State:
-    """Pay `amount_eur`, after a person's approval if it is above the threshold."""
+    """Pay `amount_eur`, after a person's approval if it is above the threshold.
+
+    Args:
+      amount_eur: The payment, in EUR, at least 0. Required: there is no default.
+
+      approval_above_eur: Payments above this many EUR wait for a person's approval.
+
+      timeout_seconds: Seconds to wait for a decision, at least 1.
+
+      on_timeout: What silence means once the timeout has passed: `reject` ends the run as
+        Rejected, paying nothing; `approve` pays.
+    """
     if amount_eur > approval_above_eur:
         decision = request_approval(
             f"Pay {amount_eur} EUR?",

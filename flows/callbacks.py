@@ -51,7 +51,12 @@ def notify_on_finish(
         bool, Field(description="Fail on purpose, to see the failure callback.")
     ] = False,
 ) -> int:
-    """Count some words; the hooks report the run's final state to the webhook."""
+    """Count some words; the hooks report the run's final state to the webhook.
+
+    Args:
+      fail: Fail on purpose, to see the failure callback (the webhook is told Failed
+        instead of Completed).
+    """
     words = count_words("a run that reports how it ended")
     if fail:
         raise RequestedFailure(f"failing on purpose after counting {words} words (fail=True)")

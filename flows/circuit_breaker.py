@@ -44,7 +44,16 @@ def circuit_breaker(
     path: Annotated[str, Field(description="Path and query to GET.")] = "/rates?base=EUR",
     calls: Annotated[int, Field(ge=1, le=1000, description="How many calls to make.")] = 10,
 ) -> BreakerTally:
-    """Call a service `calls` times through its shared circuit breaker and tally the outcomes."""
+    """Call a service `calls` times through its shared circuit breaker and tally the outcomes.
+
+    Args:
+      service: Name of the HttpService block document of the service to call; its breaker
+        is shared by every run that calls the same URL.
+
+      path: Path and query to GET from that service, e.g. `/rates?base=EUR`.
+
+      calls: How many calls to make, from 1 to 1000.
+    """
     upstream = load_service("service", service)
     name = f"service:{upstream.base_url}"
     tally = BreakerTally()

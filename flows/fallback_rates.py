@@ -45,7 +45,17 @@ def fallback_rates(
         float, Field(gt=0, description="Stored rates younger than this may stand in.")
     ] = 24.0,
 ) -> RatesAnswer:
-    """Get EUR rates from the first source that has them."""
+    """Get EUR rates from the first source that has them.
+
+    Args:
+      rates_api: Name of the HttpService block document of the primary rates service.
+
+      fallback_rates_api: Name of the HttpService block document of the secondary rates
+        service, asked when the primary fails.
+
+      max_stored_age_hours: Hours; when neither service answers, rates stored by an earlier
+        run may stand in if they are younger than this.
+    """
     with ExitStack() as stack:
         sources = [
             RatesSource(name, service.base_url, stack.enter_context(service.client()))

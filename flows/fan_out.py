@@ -139,7 +139,20 @@ def fan_out_load(
         int, Field(ge=1, le=32, description="Most ledger batches loading at the same time.")
     ] = 4,
 ) -> FanOutResult | State:
-    """Load every page of the records service into the ledger, `max_in_flight` at a time."""
+    """Load every page of the records service into the ledger, `max_in_flight` at a time.
+
+    Args:
+      records_api: Name of the HttpService block document of the records service to read.
+
+      rates_api: Name of the HttpService block document of the primary rates service; if it
+        does not answer, rates stored in the last 24 hours stand in.
+
+      ledger_api: Name of the HttpService block document of the ledger service to load into.
+
+      batch_size: Records per page, and so per ledger batch, from 1 to 500.
+
+      max_in_flight: Most ledger batches loading at the same time, from 1 to 32.
+    """
     logger = get_run_logger()
     result = FanOutResult()
     with ExitStack() as stack:

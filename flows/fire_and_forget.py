@@ -31,7 +31,13 @@ def slow_job(
     seconds: Annotated[float, Field(ge=0, le=3600, description="How long the job works.")] = 3.0,
     fail: Annotated[bool, Field(description="Fail at the end, to show the error path.")] = False,
 ) -> str:
-    """Work for a while; return a receipt, or fail on request."""
+    """Work for a while; return a receipt, or fail on request.
+
+    Args:
+      seconds: How long the job works, in seconds, from 0 to 3600.
+
+      fail: Fail at the end instead of returning a receipt, to show the error path.
+    """
     time.sleep(seconds)
     if fail:
         raise RuntimeError(f"the job failed after {seconds} s, as asked")

@@ -42,7 +42,16 @@ def count_records(
         float, Field(ge=0, le=1, description="Above this share lost, fail instead.")
     ] = 0.2,
 ) -> RecordCount | State:
-    """Count the records of the current snapshot, as far as the service lets us."""
+    """Count the records of the current snapshot, as far as the service lets us.
+
+    Args:
+      records_api: Name of the HttpService block document of the records service.
+
+      page_size: Records per page, from 1 to 500.
+
+      max_loss_fraction: Share of the records that may be lost to a page answering 404, from
+        0 to 1, e.g. 0.2 for 20 %; within it the run ends Degraded, above it Failed.
+    """
     count, cursor = RecordCount(), None
     with load_service("records_api", records_api).client() as client:
         while True:

@@ -316,7 +316,39 @@ def ledger_sync(
         TimeoutPolicy, Field(description="What a timed-out approval means.")
     ] = "reject",
 ) -> SyncSummary | State:
-    """Sync records into the ledger in EUR, exactly once, resuming from checkpoints."""
+    """Sync records into the ledger in EUR, exactly once, resuming from checkpoints.
+
+    Args:
+      records_api: Name of the HttpService block document of the records service to read.
+
+      rates_api: Name of the HttpService block document of the primary rates service.
+
+      fallback_rates_api: Name of the HttpService block document of the secondary rates
+        service, asked when the primary fails; empty: no secondary service.
+
+      ledger_api: Name of the HttpService block document of the ledger service to load into.
+
+      batch_size: Records per page, and so per ledger batch, from 1 to 500.
+
+      max_records: Stop after this many records (at least 1); empty: sync all of them.
+
+      max_rates_age_hours: Hours; when no rates service answers, rates stored by an earlier
+        run may stand in if they are younger than this.
+
+      max_loss_fraction: Share of the records that may be lost (a page answering 404, no EUR
+        rate), from 0 to 1, e.g. 0.05 for 5 %; above it the run fails, loading nothing.
+
+      approval_above_eur: Pause for a person's approval when the sync would load more than
+        this many EUR; empty: never pause for the amount.
+
+      approval_above_quarantine_rate: Pause for a person's approval when more than this share
+        of the records is invalid, from 0 to 1; empty: never pause for invalid records.
+
+      approval_timeout_seconds: Seconds to wait for an approval decision, at least 1.
+
+      on_approval_timeout: What a timed-out approval means: `reject` ends the run as
+        Rejected, loading nothing; `approve` loads.
+    """
     logger = get_run_logger()
     summary = SyncSummary()
     report = RunReport(title="Ledger sync", table_title="Quarantined and skipped records")

@@ -430,7 +430,30 @@ def produce_and_gather(
         int, Field(ge=1, le=10, description="Deliveries of one item before it is set aside.")
     ] = 3,
 ) -> QueueSummary:
-    """Submit work items to task workers, gather their results, set poison items aside."""
+    """Submit work items to task workers, gather their results, set poison items aside.
+
+    Args:
+      items: Work items to submit, from 1 to 10000.
+
+      records_per_item: Ledger entries in each item's batch, from 1 to 500.
+
+      label: Prefix of the record ids: up to 32 lowercase letters, digits and hyphens, not
+        starting with a hyphen. The same label and counts build the same batches, so a rerun
+        is replayed by the ledger, not applied again.
+
+      malformed: Positions of items to corrupt (0 is the first item): poison items, to see
+        them set aside. Empty: none.
+
+      ledger_api: Name of the HttpService block document of the ledger service.
+
+      timeout_seconds: Seconds after which items still open are given up on and set aside as
+        unfinished, up to 86400.
+
+      stuck_after_seconds: Seconds with no progress after which an item is re-delivered, from
+        1 to 3600; keep it above the longest time one item may legitimately take.
+
+      max_deliveries: Deliveries of one item before it is set aside, from 1 to 10.
+    """
     logger = get_run_logger()
     load_service("ledger_api", ledger_api)  # an unknown block fails here, before any submission
     work = build_items(items, records_per_item, label, malformed or ())

@@ -46,7 +46,15 @@ def reconcile_ledger(
         Decimal, Field(ge=0, description="What the sync says it loaded, in EUR.")
     ] = Decimal("0"),
 ) -> Reconciliation:
-    """Check that the ledger holds at least what the sync reported."""
+    """Check that the ledger holds at least what the sync reported.
+
+    Args:
+      ledger_api: Name of the HttpService block document of the ledger service to check.
+
+      reported_total_eur: EUR total the sync says it loaded, at least 0; the run fails if the
+        ledger holds less. The deployment's trigger takes it from the sync's event; 0 only
+        checks that the ledger answers.
+    """
     with load_service("ledger_api", ledger_api).client() as client:
         summary = checked(client.get("/ledger/summary")).json()
     result = Reconciliation(

@@ -44,6 +44,12 @@ def transient_retry(
     ),
     path: Annotated[str, Field(description="Path and query to GET.")] = "/rates?base=EUR",
 ) -> Any:
-    """GET one resource, retrying transient failures only."""
+    """GET one resource, retrying transient failures only.
+
+    Args:
+      service: Name of the HttpService block document of the service to call.
+
+      path: Path and query to GET from that service, e.g. `/rates?base=EUR`.
+    """
     with load_service("service", service).client() as client:
         return get_json(client, path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +17,7 @@ REAL = yaml.safe_load((ROOT / "prefect.yaml").read_text())
 
 
 def problems_with(tmp_path: Path, change) -> list[str]:
-    document = copy.deepcopy(REAL)
+    document = json.loads(json.dumps(REAL))  # unshares what YAML anchors shared
     change(document["deployments"][0])
     path = tmp_path / "prefect.yaml"
     path.write_text(yaml.safe_dump(document))
@@ -48,6 +48,10 @@ def test_the_command_exits_non_zero_and_names_the_problem(tmp_path: Path) -> Non
     [
         (lambda d: d.update(entrypoint="flows/ledger_sync.py:no_such_flow"), "entrypoint:"),
         (lambda d: d.update(entrypoint="flows/ledger_sync.py"), "entrypoint:"),
+        (lambda d: d.update(entrypoint="flows.ledger_sync:no_such_flow"), "entrypoint:"),
+        (lambda d: d.update(entrypoint="flows.no_such_module:flow"), "entrypoint:"),
+        (lambda d: d.update(enforce_parameter_shema=True), "enforce_parameter_shema: not a"),
+        (lambda d: d.update(concurrency_limit={"limit": "many"}), "concurrency_limit"),
         (lambda d: d["parameters"].update(batch_size=0), "parameters:"),
         (lambda d: d["parameters"].update(batch_size="many"), "batch_size"),
         (lambda d: d["parameters"].update(no_such_parameter=1), "no_such_parameter"),

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.server import Sandbox
+from tests.helpers.stack import deploy
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -29,15 +30,7 @@ def worker(prefect_server: str, tmp_path_factory: pytest.TempPathFactory):
         "PWD": str(ROOT),
         "PREFECT_WORKER_QUERY_SECONDS": "1",
     }
-    deploy = subprocess.run(
-        [sys.executable, "-m", "deployments", "deploy", "fire-and-forget", "reconcile-ledger"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+    deploy(env, "fire-and-forget", "reconcile-ledger")
     log = (tmp_path_factory.mktemp("worker") / "worker.log").open("wb")
     process = subprocess.Popen(
         [PREFECT, "worker", "start", "--pool", POOL],
@@ -168,13 +161,6 @@ def test_a_published_event_with_a_wrong_total_fails_the_reconciliation(
 
 
 def test_deploying_again_is_safe(worker, prefect_server: str) -> None:
-    again = subprocess.run(
-        [sys.executable, "-m", "deployments", "deploy", "fire-and-forget"],
-        env={**os.environ, "PREFECT_API_URL": prefect_server, "PWD": str(ROOT)},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "created work pool" not in again.stdout  # it already existed
+    again = deploy({**os.environ, "PREFECT_API_URL": prefect_server}, "fire-and-forget")
+
+    assert "created work pool" not in again  # it already existed

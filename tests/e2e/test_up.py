@@ -3,39 +3,10 @@ twice without harm, and Ctrl-C stops what it started."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def start_up(home: Path) -> tuple[subprocess.Popen[str], list[str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["PWD"] = str(ROOT)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "deployments", "up", "--home", str(home), "--records", "200"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            break
-        lines.append(line)
-        if line.startswith("UI: "):
-            return process, lines
-    process.kill()
-    raise AssertionError("no UI line:\n" + "".join(lines[-40:]))
+from tests.helpers.stack import start_up, stop
 
 
 def healthy(api_url: str) -> bool:
@@ -54,11 +25,6 @@ def deployment_names(api_url: str) -> set[str]:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return {d["name"] for d in json.load(response)}
-
-
-def stop(process: subprocess.Popen[str]) -> int:
-    process.send_signal(signal.SIGINT)
-    return process.wait(timeout=90)
 
 
 def test_up_twice_then_ctrl_c(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from decimal import Decimal
 
 import pytest
 
+from sandbox.receiver import Receiver
 from sandbox.server import Sandbox
 from sandbox.verify import check_ledger
-from tests.helpers.receiver import Receiver
 
 pytestmark = pytest.mark.usefixtures("sandbox_blocks")
 

@@ -1,4 +1,5 @@
-"""A webhook receiver on loopback that keeps what it was sent (alerts, callbacks)."""
+"""A webhook receiver on loopback that keeps what it was sent (alerts, callbacks): the local
+stack points the callbacks flow's SignedWebhook document at one, and tests read what it got."""
 
 from __future__ import annotations
 

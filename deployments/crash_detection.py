@@ -1,0 +1,143 @@
+"""Crashed-run detection: mark a deployment run Crashed when its heartbeats stop.
+
+Scenario: a flow run's process is killed (SIGKILL, the OOM killer, a lost machine or
+container) together with the worker that started it. Nothing is left to report the end, so
+on a self-hosted server the run stays Running forever: its concurrency slot stays taken,
+callers polling it wait until their own timeout, and the UI shows work that is not happening.
+
+Solution: every deployment in prefect.yaml runs with `PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30`,
+so its flow run emits a `prefect.flow-run.heartbeat` event every 30 s while its process
+lives. This module installs the proactive automation of Prefect's guide "How to detect and
+respond to zombie flows": after a heartbeat of a deployment run, expect any further event of
+that run (another heartbeat or a state change) within 90 s, one bucket per run; when none
+comes, change the run's state to Crashed with a message that says why. A dead run is marked
+Crashed 60-90 s after its process died, plus a few seconds of evaluation (the server checks
+proactive automations every 5 s). Only runs tagged `resilient-flows` are watched (every
+deployment in prefect.yaml has the tag and heartbeats every 30 s), so other flows on a
+shared server, with Prefect's default 180 s heartbeat, are left alone. `python -m deployments
+deploy` (and so `up`) installs it after the deployments; installing again leaves exactly one
+automation of that name, updated if its definition changed.
+
+How to run (with PREFECT_API_URL pointing at the server):
+    python -m deployments.crash_detection           # install or update; prints what it did
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefect.events.schemas.automations import AutomationCore
+
+AUTOMATION_NAME = "resilient-flows: crash zombie flow runs"
+
+TAG = "resilient-flows"
+"""The tag every deployment in prefect.yaml carries, and so every run of one."""
+
+HEARTBEAT_SECONDS = 30
+"""`PREFECT_FLOWS_HEARTBEAT_FREQUENCY` of every deployment in prefect.yaml."""
+
+WITHIN = timedelta(seconds=3 * HEARTBEAT_SECONDS)
+"""Silence after a heartbeat that makes a run a zombie.
+
+Three heartbeat periods, as Prefect's guide: two consecutive heartbeats may be lost or late
+(a websocket reconnect, a starved 2-core machine, an event buffered behind a slow flush)
+without crashing a live run, and a dead one is still marked Crashed within two minutes.
+"""
+
+CRASH_MESSAGE = (
+    f"No heartbeat for {WITHIN.total_seconds():.0f} s: the flow run's process or machine "
+    f"died (automation {AUTOMATION_NAME!r})."
+)
+
+
+def crash_detection_automation() -> AutomationCore:
+    """The automation's definition, as this project wants it on the server."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return AutomationCore(
+        name=AUTOMATION_NAME,
+        description=(
+            f"Marks a flow run tagged {TAG!r} Crashed when it sends no event for "
+            f"{WITHIN.total_seconds():.0f} s after a heartbeat (heartbeats every "
+            f"{HEARTBEAT_SECONDS} s). Installed by `python -m deployments deploy`."
+        ),
+        enabled=True,
+        # The empty lists are set explicitly: an update sends only the fields that were set,
+        # and must reset these too.
+        tags=[],
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            # Any flow-run event is a sign of life or an end: the wildcard also covers final
+            # states with custom names (the approval flow's Cancelled "Rejected") and a run
+            # that suspends and exits, which the guide's list of four terminal states misses.
+            expect={"prefect.flow-run.*"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            # Only this project's deployment runs (they carry its tag): Prefect 3.9 sends a
+            # heartbeat from every flow run, every 180 s by default, so a healthy run started
+            # from a script (`make demo`, the tests), or another team's deployment on a shared
+            # server, would be crashed after 90 s; ours heartbeat every 30 s (prefect.yaml).
+            match_related=ResourceSpecification(
+                {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{TAG}"}
+            ),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=WITHIN,
+        ),
+        # Not forced: orchestration then keeps a run that reached a final state meanwhile.
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=CRASH_MESSAGE)],
+        actions_on_trigger=[],
+        actions_on_resolve=[],
+    )
+
+
+def install_crash_detection() -> bool:
+    """Create or update the automation on the server in PREFECT_API_URL; True if changed.
+
+    Duplicates of the name (two deploys racing) are deleted, so exactly one remains.
+    """
+    from prefect.client.orchestration import get_client
+
+    wanted = crash_detection_automation()
+    with get_client(sync_client=True) as client:
+        existing = client.read_automations_by_name(AUTOMATION_NAME)
+        if not existing:
+            client.create_automation(wanted)
+            return True
+        keep, *duplicates = sorted(existing, key=lambda a: str(a.id))
+        for duplicate in duplicates:
+            client.delete_automation(duplicate.id)
+        if _comparable(keep) == _comparable(wanted):
+            return bool(duplicates)
+        client.update_automation(keep.id, wanted)
+        return True
+
+
+def _comparable(automation: AutomationCore) -> dict[str, Any]:
+    """The definition without what the server assigns (ids, ownership)."""
+    from prefect.events.schemas.automations import AutomationCore
+
+    dumped = AutomationCore.model_validate(automation.model_dump()).model_dump(
+        exclude={"owner_resource"}
+    )
+    dumped["trigger"].pop("id", None)
+    return dumped
+
+
+def main(argv: list[str]) -> int:
+    if argv:
+        print("usage: python -m deployments.crash_detection", file=sys.stderr)
+        return 2
+    changed = install_crash_detection()
+    print(f"automation {AUTOMATION_NAME!r} {'installed' if changed else 'already up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

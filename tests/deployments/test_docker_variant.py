@@ -1,0 +1,90 @@
+"""The Docker variants in prefect.yaml: one twin per process deployment, built from the repo's
+Dockerfile into an image named by Prefect variables, run from where the image holds the code.
+
+No Docker engine runs on the machines this project is tested on, so the image itself is not
+built here; these tests hold the pieces `prefect deploy` and the docker worker rely on."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deployments.check import KNOWN_WORK_POOLS
+from deployments.deploy import DOCKER_VARIABLES, ensure_docker_variables, pool_of, select
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOYMENTS = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+BUILD = "prefect_docker.deployments.steps.build_docker_image"
+PUSH = "prefect_docker.deployments.steps.push_docker_image"
+
+
+def docker_variants() -> list[dict]:
+    return [d for d in DEPLOYMENTS if KNOWN_WORK_POOLS[pool_of(d)] == "docker"]
+
+
+def test_every_process_deployment_has_a_docker_twin_that_differs_only_in_how_it_runs() -> None:
+    process = {d["name"]: d for d in DEPLOYMENTS if KNOWN_WORK_POOLS[pool_of(d)] == "process"}
+    docker = {d["name"].removesuffix("-docker"): d for d in docker_variants()}
+    how_it_runs = {"name", "work_pool", "build", "push", "pull"}
+
+    assert docker.keys() == process.keys()
+    for name, twin in docker.items():
+        same = {k: v for k, v in twin.items() if k not in how_it_runs}
+        assert same == {k: v for k, v in process[name].items() if k not in how_it_runs}, name
+
+
+def test_the_image_is_named_by_variables_and_pushed_as_built() -> None:
+    for deployment in docker_variants():
+        (build,) = deployment["build"]
+        (push,) = deployment["push"]
+        image_name = build[BUILD]["image_name"]
+        for variable in DOCKER_VARIABLES:
+            assert "{{ prefect.variables." + variable + " }}" in image_name
+        assert build[BUILD]["dockerfile"] == "Dockerfile"
+        assert push[PUSH]["image_name"] == "{{ build-image.image_name }}"
+        assert deployment["work_pool"]["job_variables"]["image"] == "{{ build-image.image }}"
+
+
+def test_the_image_holds_every_package_where_the_pull_step_looks() -> None:
+    workdir = next(
+        line.split()[1] for line in DOCKERFILE.splitlines() if line.startswith("WORKDIR")
+    )
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    for deployment in docker_variants():
+        (pull,) = deployment["pull"]
+        assert pull["prefect.deployments.steps.set_working_directory"]["directory"] == workdir
+    for package in packages:
+        assert f"COPY {package.rstrip('*')} " in DOCKERFILE, package
+    assert "FROM prefecthq/prefect:3.9.1-" in DOCKERFILE  # the version pyproject pins
+
+
+def test_deploy_selects_the_process_deployments_or_the_docker_variants() -> None:
+    path = ROOT / "prefect.yaml"
+
+    process = select(path, [], docker=False)
+    docker = select(path, [], docker=True)
+
+    assert {d["name"] for d in docker} == {d["name"] for d in docker_variants()}
+    assert not {d["name"] for d in process} & {d["name"] for d in docker}
+    assert len(process) + len(docker) == len(DEPLOYMENTS)
+    with pytest.raises(SystemExit, match="no deployment named nope"):
+        select(path, ["nope"], docker=False)
+
+
+def test_the_image_variables_are_created_once_and_never_overwritten(prefect_server: str) -> None:
+    from prefect.variables import Variable
+
+    Variable.unset("docker_image")
+    Variable.set("docker_registry", "registry.example.com/team", overwrite=True)
+
+    ensure_docker_variables()
+    ensure_docker_variables()
+
+    assert Variable.get("docker_registry") == "registry.example.com/team"
+    assert Variable.get("docker_image") == DOCKER_VARIABLES["docker_image"]
