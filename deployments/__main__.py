@@ -1,8 +1,8 @@
 """`python -m deployments COMMAND ...`: the project's deployment tooling.
 
-Commands so far: `check` (validate prefect.yaml without a server), `deploy` (blocks, work
-pools and deployments to the server in PREFECT_API_URL), `run` (trigger a deployment,
-optionally waiting for it: see deployments/trigger.py), `up` (the local stack).
+Commands: `check` (validate prefect.yaml without a server), `deploy` (blocks, work pools,
+deployments and the crashed-run automation to the server in PREFECT_API_URL), `run` (trigger
+a deployment, optionally waiting for it: see deployments/trigger.py), `up` (the local stack).
 """
 
 from __future__ import annotations
