@@ -19,22 +19,23 @@ How to run
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated
 
 from prefect import flow
 from prefect.states import Cancelled, State
 from pydantic import Field
 
+from flows.ledger.parameters import EurAmount
 from toolkit.approval import TimeoutPolicy, request_approval
 
 
 @flow(name="approval")
 def approve_payment(
-    amount_eur: Annotated[Decimal, Field(ge=0, description="The payment, in EUR.")],
+    amount_eur: Annotated[EurAmount, Field(description="The payment, in EUR.")],
+    # 1000, not Decimal("1000"): Prefect writes a Decimal default into the form as text.
     approval_above_eur: Annotated[
-        Decimal, Field(ge=0, description="Payments above this wait for approval.")
-    ] = Decimal("1000"),
+        EurAmount, Field(description="Payments above this wait for approval.")
+    ] = 1000,
     timeout_seconds: Annotated[int, Field(ge=1, description="How long to wait.")] = 3600,
     on_timeout: Annotated[TimeoutPolicy, Field(description="What silence means.")] = "reject",
 ) -> str | State:

@@ -54,7 +54,7 @@ from prefect.utilities.annotations import opaque
 from pydantic import BaseModel, Field
 
 from flows.ledger.models import Batch, Converted, PageOutcome, Rates, RecordsPage, convert
-from flows.ledger.parameters import BatchSize, LedgerApi, RatesApi, RecordsApi
+from flows.ledger.parameters import BatchSize, EurAmount, LedgerApi, RatesApi, RecordsApi
 from flows.ledger.rates import RatesSource, resolve_rates
 from flows.ledger.upstreams import fetch_page, load_batch
 from toolkit import degradation
@@ -303,7 +303,7 @@ def ledger_sync(
         Field(ge=0, le=1, description="Above this share of records lost, fail, loading nothing."),
     ] = 0.05,
     approval_above_eur: Annotated[
-        Decimal | None, Field(ge=0, description="Pause for approval above this EUR total.")
+        EurAmount | None, Field(description="Pause for approval above this EUR total.")
     ] = None,
     approval_above_quarantine_rate: Annotated[
         float | None,

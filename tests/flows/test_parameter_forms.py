@@ -211,3 +211,33 @@ def test_the_bounds_check_sees_what_the_code_declares() -> None:
     assert (prop["minimum"], prop["maximum"], prop["default"]) == (1, 500, 200)
     malformed = signature("flows/message_queue.py:produce_and_gather").parameters["malformed"]
     assert declared_bounds(malformed.annotation) == [("minimum", 0)]
+
+
+@pytest.mark.parametrize(
+    ("entrypoint", "name"),
+    [
+        ("flows.approval:approve_payment", "amount_eur"),
+        ("flows.approval:approve_payment", "approval_above_eur"),
+        ("flows.ledger_sync:ledger_sync", "approval_above_eur"),
+    ],
+)
+def test_an_amount_of_eur_is_a_number_of_at_least_zero_in_the_form(
+    entrypoint: str, name: str
+) -> None:
+    """Not "a number or any text" (pydantic's schema for Decimal): the form, and
+    enforce_parameter_schema with it, refuse a negative or non-numeric amount."""
+    from prefect.utilities.schema_tools import ValidationError, validate
+
+    schema = form(entrypoint)
+    prop = schema["properties"][name]
+    numbers = [prop, *prop.get("anyOf", [])]
+    number = next(option for option in numbers if option.get("type") == "number")
+    assert number["minimum"] == 0, prop
+    assert not any(option.get("type") == "string" for option in numbers), prop
+    if "default" in prop and prop["default"] is not None:
+        assert isinstance(prop["default"], int | float), prop["default"]
+    required = {p: 1 for p in schema.get("required", []) if p != name}
+    for bad in ("-5", "abc", -5):
+        with pytest.raises(ValidationError):
+            validate({**required, name: bad}, schema, raise_on_error=True)
+    validate({**required, name: 1234.5}, schema, raise_on_error=True)
