@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployments.check import KNOWN_WORK_POOLS
-from deployments.deploy import DOCKER_VARIABLES, ensure_docker_variables, pool_of, select
+from deployments.deploy import DOCKER_VARIABLES, ensure_docker_variables, select
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
@@ -23,11 +22,11 @@ PUSH = "prefect_docker.deployments.steps.push_docker_image"
 
 
 def docker_variants() -> list[dict]:
-    return [d for d in DEPLOYMENTS if KNOWN_WORK_POOLS[pool_of(d)] == "docker"]
+    return select(ROOT / "prefect.yaml", [], docker=True)
 
 
 def test_every_process_deployment_has_a_docker_twin_that_differs_only_in_how_it_runs() -> None:
-    process = {d["name"]: d for d in DEPLOYMENTS if KNOWN_WORK_POOLS[pool_of(d)] == "process"}
+    process = {d["name"]: d for d in select(ROOT / "prefect.yaml", [], docker=False)}
     docker = {d["name"].removesuffix("-docker"): d for d in docker_variants()}
     how_it_runs = {"name", "work_pool", "build", "push", "pull"}
 
@@ -70,7 +69,9 @@ def test_deploy_selects_the_process_deployments_or_the_docker_variants() -> None
     process = select(path, [], docker=False)
     docker = select(path, [], docker=True)
 
-    assert {d["name"] for d in docker} == {d["name"] for d in docker_variants()}
+    assert {d["name"] for d in docker} == {
+        d["name"] for d in DEPLOYMENTS if d["work_pool"]["name"] == "docker"
+    }
     assert not {d["name"] for d in process} & {d["name"] for d in docker}
     assert len(process) + len(docker) == len(DEPLOYMENTS)
     with pytest.raises(SystemExit, match="no deployment named nope"):

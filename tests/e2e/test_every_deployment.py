@@ -15,8 +15,7 @@ from uuid import UUID
 
 import pytest
 
-from deployments.check import KNOWN_WORK_POOLS
-from deployments.deploy import pool_of, select
+from deployments.deploy import select
 from deployments.stack import save_callback_block, save_sandbox_blocks
 from sandbox.receiver import Receiver
 from sandbox.server import Sandbox
@@ -24,11 +23,7 @@ from tests.helpers.stack import deploy
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
-PROCESS_DEPLOYMENTS = [
-    d["name"]
-    for d in select(ROOT / "prefect.yaml", [], docker=False)
-    if KNOWN_WORK_POOLS[pool_of(d)] == "process"
-]
+PROCESS_DEPLOYMENTS = [d["name"] for d in select(ROOT / "prefect.yaml", [], docker=False)]
 APPROVAL = {"approved": True, "reason": "end-to-end test", "approver": "pytest"}
 
 
