@@ -23,6 +23,9 @@ from pathlib import Path
 
 import httpx
 
+MAX_POSTS_IN_FLIGHT = 8
+"""Posts a careful script keeps in flight while it pages on: all at once swamps any pool."""
+
 
 async def bare_sync(urls: dict[str, str], page_size: int) -> int:
     """What a careful script would do without Prefect: page, convert, post; no checkpoints."""
@@ -49,17 +52,22 @@ async def bare_sync(urls: dict[str, str], page_size: int) -> int:
                 )
             batch = {"batch_id": f"bare-{posts}", "entries": entries}
             pending.append(
-                client.post(
-                    f"{urls['ledger']}/ledger/batches",
-                    json=batch,
-                    headers={"Idempotency-Key": f"bare-{posts}"},
+                asyncio.ensure_future(
+                    client.post(
+                        f"{urls['ledger']}/ledger/batches",
+                        json=batch,
+                        headers={"Idempotency-Key": f"bare-{posts}"},
+                    )
                 )
             )
+            if len(pending) >= MAX_POSTS_IN_FLIGHT:  # as a careful script would: bounded
+                (await pending.pop(0)).raise_for_status()
             posts += 1
             cursor = page["next_cursor"]
             if not cursor:
                 break
-        await asyncio.gather(*pending)
+        for response in await asyncio.gather(*pending):
+            response.raise_for_status()
         return posts
 
 

@@ -17,15 +17,14 @@ How to run
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from datetime import timedelta
 from typing import Annotated
 
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.ledger.rates import RatesSource, resolve_rates
-from toolkit.services import load_service
+from flows.ledger.rates import resolve_rates
+from flows.ledger.upstreams import open_upstreams
 
 
 class RatesAnswer(BaseModel):
@@ -56,13 +55,7 @@ def fallback_rates(
       max_stored_age_hours: Hours; when neither service answers, rates stored by an earlier
         run may stand in if they are younger than this.
     """
-    with ExitStack() as stack:
-        sources = [
-            RatesSource(name, service.base_url, stack.enter_context(service.client()))
-            for name, service in (
-                ("primary", load_service("rates_api", rates_api)),
-                ("fallback", load_service("fallback_rates_api", fallback_rates_api)),
-            )
-        ]
-        rates = resolve_rates(sources, None, timedelta(hours=max_stored_age_hours))
+    with open_upstreams(rates_api=rates_api, fallback_rates_api=fallback_rates_api) as upstreams:
+        max_age = timedelta(hours=max_stored_age_hours)
+        rates = resolve_rates(upstreams.rates_sources, None, max_age)
     return RatesAnswer(source=rates.source, currencies=sorted(rates.rates))

@@ -33,7 +33,6 @@ How to run
 from __future__ import annotations
 
 import sys
-from contextlib import ExitStack
 from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -48,9 +47,8 @@ from pydantic import BaseModel, Field
 
 from flows.ledger.models import Batch, LedgerReceipt, RecordsPage, convert
 from flows.ledger.parameters import BatchSize, LedgerApi, RatesApi, RecordsApi
-from flows.ledger.rates import RatesSource, resolve_rates
-from flows.ledger.upstreams import fetch_page, load_batch
-from toolkit.services import load_service
+from flows.ledger.rates import resolve_rates
+from flows.ledger.upstreams import fetch_page, load_batch, open_upstreams
 
 MAX_STORED_RATES_AGE = timedelta(hours=24)
 """Rates stored by an earlier run may stand in for a rates service that is down this long."""
@@ -155,19 +153,12 @@ def fan_out_load(
     """
     logger = get_run_logger()
     result = FanOutResult()
-    with ExitStack() as stack:
-        # All blocks first: a wrong name stops the run before any request is made.
-        records_service = load_service("records_api", records_api)
-        rates_service = load_service("rates_api", rates_api)
-        ledger_service = load_service("ledger_api", ledger_api)
-        records = stack.enter_context(records_service.client())
-        rates_client = stack.enter_context(rates_service.client())
-        ledger = stack.enter_context(ledger_service.client())
-
-        pages = fetch_all_pages(records, batch_size)
+    with open_upstreams(
+        records_api=records_api, rates_api=rates_api, ledger_api=ledger_api
+    ) as upstreams:
+        pages = fetch_all_pages(upstreams.records, batch_size)
         result.snapshot = pages[0].snapshot
-        source = RatesSource("primary", rates_service.base_url, rates_client)
-        rates = resolve_rates([source], result.snapshot, MAX_STORED_RATES_AGE)
+        rates = resolve_rates(upstreams.rates_sources, result.snapshot, MAX_STORED_RATES_AGE)
         result.rates_source = rates.source
         batches: list[tuple[int, Batch]] = []
         for number, page in enumerate(pages, start=1):
@@ -184,7 +175,9 @@ def fan_out_load(
         with ThreadPoolTaskRunner(max_workers=max_in_flight) as runner:
             submitted: dict[PrefectFuture[LedgerReceipt], tuple[int, Batch]] = {}
             for number, batch in batches:
-                future = runner.submit(load_batch, {"client": ledger, "batch": opaque(batch)})
+                future = runner.submit(
+                    load_batch, {"client": upstreams.ledger, "batch": opaque(batch)}
+                )
                 submitted[future] = (number, batch)
             for done, future in enumerate(as_completed(list(submitted)), start=1):
                 outcome = outcome_of(future, *submitted[future])

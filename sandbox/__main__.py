@@ -2,7 +2,8 @@
 
 Scenario: end-to-end runs start flows in other processes that need the fake upstreams up.
 Solution: start a Sandbox, print its URLs as one JSON line on stdout, serve until SIGTERM or
-SIGINT; faults can be preset here and changed later through the control port.
+SIGINT; faults can be preset here and changed later through the control port, which also lets
+the data set live between runs (``POST /grow``, ``/repeat``, ``/expire``, ``/loop``).
 How to run: ``python -m sandbox --records 2000 --fault ledger:error_rate=0.2 rates:down=true``
 """
 

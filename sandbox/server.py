@@ -2,10 +2,18 @@
 
 Scenario: the flows talk to upstreams that page through a changing data set, rate-limit, fail,
 hang, lose answers and go down; tests need those behaviours on demand and counters to assert on.
+The data set lives as the contract allows (records added anywhere, an id served twice, old
+snapshots expiring, a misbehaving service handing out a cursor again) and each case must be
+reproducible on demand.
 Solution: one stdlib ThreadingHTTPServer per service (records, rates, rates_fallback, ledger)
 plus a control port, each on its own free port, sharing one ``Sandbox`` state under one lock.
+``grow``, ``repeat`` and ``reseed`` swap in a new snapshot while the last KEEP_SNAPSHOTS keep
+serving their cursors, ``expire_snapshots`` forgets all but the current one (410), and
+``loop_cursor`` makes pages ending at an offset point back at an earlier cursor.
 How to run: ``with Sandbox(n_records=200) as sb: httpx.get(sb.urls["rates"] + "/rates",
-params={"base": "EUR"})``, or ``python -m sandbox`` for a separate-process user.
+params={"base": "EUR"})``, ``sb.grow(130, "front")``, ``sb.loop_cursor(300, back_to_offset=100)``;
+or ``python -m sandbox`` for a separate-process user, driven by ``POST /grow``, ``/repeat``,
+``/expire`` and ``/loop`` on the control port.
 """
 
 from __future__ import annotations
@@ -30,12 +38,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sandbox.dataset import RATES, RATES_AS_OF, Dataset
+from sandbox.dataset import RATES, RATES_AS_OF, Dataset, check_where
 from sandbox.faults import FaultInjector, Faults, Plan
 from sandbox.ledger import Ledger
 
 SERVICES: tuple[str, ...] = ("records", "rates", "rates_fallback", "ledger")
-KEEP_SNAPSHOTS = 2
+# A run killed mid-stream, one growth before its resume and one more while it resumes: the
+# killed run's snapshot is still kept, so its cursors keep answering the same pages.
+KEEP_SNAPSHOTS = 3
 MAX_LIMIT = 500
 BATCHES = "/ledger/batches"
 
@@ -259,6 +269,35 @@ def decode_cursor(cursor: str) -> tuple[str, int] | None:
     return snapshot, int(offset)
 
 
+@dataclass(frozen=True)
+class _Loop:
+    """Pages ending at ``at_offset`` hand out the cursor of ``back_to_offset`` instead."""
+
+    at_offset: int
+    back_to_offset: int
+
+
+def _next_cursor(snapshot: str, end: int, size: int, loop: _Loop | None) -> str | None:
+    if end >= size:
+        return None
+    if loop is not None and end == loop.at_offset:
+        return encode_cursor(snapshot, loop.back_to_offset)  # already handed out: a loop
+    return encode_cursor(snapshot, end)
+
+
+def _check_loop(at_offset: int | None, back_to_offset: int) -> _Loop | None:
+    """The loop asked for, None for off, or ValueError naming the bad field."""
+    if isinstance(back_to_offset, bool) or not isinstance(back_to_offset, int):
+        raise ValueError("back_to_offset must be an integer")
+    if at_offset is None:
+        return None
+    if isinstance(at_offset, bool) or not isinstance(at_offset, int) or at_offset < 1:
+        raise ValueError("at_offset must be a positive integer or null")
+    if not 0 <= back_to_offset < at_offset:
+        raise ValueError(f"back_to_offset must be within 0..{at_offset - 1} (before at_offset)")
+    return _Loop(at_offset, back_to_offset)
+
+
 def _parse_limit(raw: str | None) -> int | None:
     if raw is None or not raw.isascii() or not raw.isdigit():
         return None
@@ -280,6 +319,7 @@ class Sandbox:
         self.dataset = Dataset.generate(n_records, invalid_fraction, seed)
         self._lock = threading.Lock()  # snapshots, ledger and counters
         self._missing_offsets: frozenset[int] = frozenset()
+        self._loop: _Loop | None = None
         self._admin = threading.Lock()  # opening and closing listeners
         self._started = False
         self._snapshots: OrderedDict[str, Dataset] = OrderedDict()
@@ -380,6 +420,44 @@ class Sandbox:
             current.invalid_fraction if invalid_fraction is None else invalid_fraction,
             current.seed if seed is None else seed,
         )
+        return self._swap_in(dataset)
+
+    def grow(self, count: int, where: str = "end") -> Dataset:
+        """Add ``count`` records with new ids at the end, front or middle, as a new snapshot.
+
+        Cursors of the kept snapshots keep answering their pages; the new snapshot's pages no
+        longer line up with an old one's (unless the growth is at the end).
+        """
+        return self._swap_in(self.dataset.grown(count, check_where(where)))
+
+    def repeat(self, record_id: str, at: int) -> Dataset:
+        """Serve one record twice: an identical copy at list index ``at``, as a new snapshot."""
+        return self._swap_in(self.dataset.with_repeat(record_id, at))
+
+    def insert_bad_record(self, at: int, **fields: Any) -> Dataset:
+        """Serve a new, invalid record at list index ``at`` (see Dataset.with_bad_record)."""
+        return self._swap_in(self.dataset.with_bad_record(at, **fields))
+
+    def expire_snapshots(self) -> None:
+        """Forget every snapshot but the current one: older cursors answer 410 Gone."""
+        with self._lock:
+            current = self.dataset
+            self._snapshots.clear()
+            self._snapshots[current.snapshot] = current
+
+    def loop_cursor(self, at_offset: int | None, back_to_offset: int = 0) -> None:
+        """Misbehave: pages of any snapshot ending at ``at_offset`` answer, as next_cursor,
+        the cursor of ``back_to_offset`` in that snapshot; None turns it off.
+
+        The cursor is one the client was already handed when its pages start at multiples of
+        its limit and ``back_to_offset`` is one of them (0 is the first page's offset).
+        """
+        loop = _check_loop(at_offset, back_to_offset)
+        with self._lock:
+            self._loop = loop
+
+    def _swap_in(self, dataset: Dataset) -> Dataset:
+        """Make ``dataset`` current; the last KEEP_SNAPSHOTS snapshots keep their cursors."""
         with self._lock:
             self._snapshots[dataset.snapshot] = dataset
             self._snapshots.move_to_end(dataset.snapshot)
@@ -505,6 +583,7 @@ class Sandbox:
             return _error(400, f"limit must be an integer within 1..{MAX_LIMIT}")
         cursor = request.param("cursor") or ""
         with self._lock:
+            loop = self._loop
             if cursor:
                 decoded = decode_cursor(cursor)
                 if decoded is None:
@@ -524,7 +603,7 @@ class Sandbox:
         body = {
             "snapshot": dataset.snapshot,
             "items": records[offset:end],
-            "next_cursor": encode_cursor(dataset.snapshot, end) if end < len(records) else None,
+            "next_cursor": _next_cursor(dataset.snapshot, end, len(records), loop),
         }
         with self._lock:
             self._counters["records"].page_fetches[cursor] += 1
@@ -578,6 +657,10 @@ class Sandbox:
             "/down": self._control_down,
             "/reset": self._control_reset,
             "/reseed": self._control_reseed,
+            "/grow": self._control_grow,
+            "/repeat": self._control_repeat,
+            "/expire": self._control_expire,
+            "/loop": self._control_loop,
         }
         if request.path not in gets and request.path not in posts:
             return _error(404, "not found")
@@ -622,6 +705,61 @@ class Sandbox:
             seed=_optional(int, payload.get("seed")),
         )
         return {"snapshot": dataset.snapshot, "records": len(dataset.records)}
+
+    def _control_grow(self, payload: dict[str, Any]) -> dict[str, Any]:
+        _only("grow", payload, {"count", "where"})
+        count = _int_field(payload, "count")
+        where = payload.get("where", "end")
+        if not isinstance(where, str):
+            raise ValueError("where must be a string")
+        dataset = self.grow(count, where)
+        return {"snapshot": dataset.snapshot, "records": len(dataset.records), "added": count}
+
+    def _control_repeat(self, payload: dict[str, Any]) -> dict[str, Any]:
+        _only("repeat", payload, {"record_id", "at"})
+        record_id = payload.get("record_id")
+        if not isinstance(record_id, str):
+            raise ValueError("record_id must be a string")
+        at = _int_field(payload, "at")
+        dataset = self.repeat(record_id, at)
+        return {
+            "snapshot": dataset.snapshot,
+            "records": len(dataset.records),
+            "record_id": record_id,
+            "at": at,
+        }
+
+    def _control_expire(self, payload: dict[str, Any]) -> dict[str, Any]:
+        _only("expire", payload, set())
+        self.expire_snapshots()
+        return {"snapshot": self.dataset.snapshot, "kept": 1}
+
+    def _control_loop(self, payload: dict[str, Any]) -> dict[str, Any]:
+        _only("loop", payload, {"at_offset", "back_to_offset"})
+        if "at_offset" not in payload:
+            raise ValueError("at_offset is required (null turns the loop off)")
+        at_offset = payload["at_offset"]
+        back_to_offset = payload.get("back_to_offset", 0)
+        self.loop_cursor(at_offset, back_to_offset)  # validates both, naming the field
+        if at_offset is None:
+            return {"at_offset": None}
+        return {"at_offset": at_offset, "back_to_offset": back_to_offset}
+
+
+def _only(route: str, payload: dict[str, Any], allowed: set[str]) -> None:
+    unknown = set(payload) - allowed
+    if unknown:
+        raise ValueError(f"unknown {route} fields: {', '.join(sorted(unknown))}")
+
+
+def _int_field(payload: dict[str, Any], name: str) -> int:
+    """A required integer field; a bool or a float is a mistake, not a number to coerce."""
+    if name not in payload:
+        raise ValueError(f"{name} is required")
+    value = payload[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer")
+    return value
 
 
 def _optional(convert: Callable[[Any], _T], value: Any) -> _T | None:

@@ -47,13 +47,21 @@ def prefect_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def result_storage(tmp_path: Path) -> Iterator[Path]:
-    """A result storage directory of this test's own: no checkpoint leaks between tests."""
+def result_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The durable state of this test's own syncs: a result storage directory (checkpoints)
+    and a ledger index (what each ledger holds), so nothing leaks between tests. Set in the
+    environment too, for the sync processes a test starts."""
     from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
 
+    from toolkit.config import settings
+
     path = tmp_path / "storage"
+    monkeypatch.setenv("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(path))
+    monkeypatch.setenv("RESILIENT_FLOWS_LEDGER_INDEX_URL", f"sqlite:///{tmp_path}/index.sqlite")
+    settings.cache_clear()
     with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: path}):
         yield path
+    settings.cache_clear()
 
 
 @pytest.fixture
@@ -72,3 +80,35 @@ def sandbox_blocks(prefect_server: str, sandbox: Sandbox, result_storage: Path) 
 
     save_sandbox_blocks(sandbox.urls)
     return sandbox
+
+
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
+"""The PostgreSQL that runs on every machine of this project (trust auth)."""
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this session's own on the machine's PostgreSQL, dropped afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"resilient_flows_test_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 (trust auth, user postgres) is needed: {exc}")
+    yield f"{POSTGRES}/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each database the project's own state can live in: a SQLite file, then PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/state.sqlite"
+    return request.getfixturevalue("postgres_url")

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
         description="Notification block for alerts, as 'block-type-slug/name' "
         "(e.g. 'custom-webhook/ops-alerts'); unset: alerts are only logged.",
     )
+    ledger_index_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the durable record of what each ledger holds "
+        "(toolkit/ledger_index.py): unset, a SQLite file in PREFECT_HOME; for workers on "
+        "several machines a shared PostgreSQL, e.g. 'postgresql+psycopg://user@host/db'.",
+    )
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
 

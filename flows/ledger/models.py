@@ -8,6 +8,7 @@ rounded half-even to 2 places. Money is `Decimal` from the wire to the ledger, n
 from __future__ import annotations
 
 import decimal
+import re
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
@@ -15,25 +16,38 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from toolkit.idempotency import content_hash
-from toolkit.state import STATE_SCHEMA_VERSION, Versioned
+from toolkit.state import Versioned
 
 CENT = Decimal("0.01")
+BATCH_KEY_VERSION = 2
+"""Version of the batch key scheme (not of the stored state): the same batch gets the same
+Idempotency-Key across releases, so a batch in flight over an upgrade is a replay."""
 _MONEY = decimal.Context(prec=34, rounding=ROUND_HALF_EVEN)
 
 
+PLAIN_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+"""The contract's amounts: digits, an optional fraction; no exponent, no sign but a minus."""
+
+
 def parse_amount(value: Any) -> Decimal:
-    """A non-negative, finite decimal given as a string (the contract never sends floats)."""
+    """A non-negative decimal given as a plain decimal string (never a float, an exponent,
+    `NaN` or `-0`)."""
     if not isinstance(value, str):
         raise ValueError(f"must be a decimal string, got {type(value).__name__}")
-    try:
-        amount = Decimal(value)
-    except decimal.InvalidOperation:
-        raise ValueError(f"not a decimal: {value!r}") from None
-    if not amount.is_finite():
-        raise ValueError(f"not a finite decimal: {value!r}")
-    if amount < 0:
-        raise ValueError(f"negative amount: {value!r}")
-    return amount
+    if not PLAIN_DECIMAL.fullmatch(value):
+        if value.strip().lower().lstrip("+-") in {"nan", "snan", "inf", "infinity"}:
+            raise ValueError(f"not a finite decimal: {value!r}")
+        raise ValueError(f"not a decimal: {value!r}")
+    if value.startswith("-"):
+        raise ValueError(f"negative amount: {value!r}")  # "-0" too: a sign means a debit
+    return Decimal(value)
+
+
+def _a_string(value: Any) -> Any:
+    """Refuse anything but a string before pydantic's lax parsing (it reads 12345 as a time)."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {type(value).__name__}")
+    return value
 
 
 class Record(BaseModel):
@@ -48,6 +62,7 @@ class Record(BaseModel):
     updated_at: datetime
 
     _amount = field_validator("amount", mode="before")(parse_amount)
+    _updated_at = field_validator("updated_at", mode="before")(_a_string)
 
 
 class Quarantined(BaseModel):
@@ -109,36 +124,67 @@ def _first_error(exc: ValidationError) -> str:
 
 
 class Converted(BaseModel):
-    """A page split three ways: entries to load, records quarantined, records skipped."""
+    """A page split four ways: entries to load, and records quarantined, skipped or repeated."""
 
     entries: list[Entry]
     quarantined: list[Quarantined]
     skipped: list[Quarantined]
+    repeated: list[Quarantined] = []
 
 
-def convert(items: list[dict[str, Any]], rates: Rates) -> Converted:
-    """Validate and convert a page; an invalid record is quarantined with the reason."""
+def convert(items: list[Any], rates: Rates) -> Converted:
+    """Validate and convert a page; a record that cannot be loaded says why, naming the field.
+
+    Never raises for a record: whatever its shape, it is an entry or it is set aside. A record
+    id served twice on the page is loaded once, at its first valid occurrence.
+    """
     out = Converted(entries=[], quarantined=[], skipped=[])
+    seen: set[str] = set()
     for position, item in enumerate(items):
-        record_id = str(item.get("id") or f"<no id, item {position}>")
+        record_id = _label(item, position)
         try:
-            record = Record.model_validate(item)
-        except ValidationError as exc:
-            out.quarantined.append(Quarantined(record_id=record_id, reason=_first_error(exc)))
+            entry = _entry(item, rates)
+        except _NotLoadable as exc:
+            (out.skipped if exc.skipped else out.quarantined).append(
+                Quarantined(record_id=record_id, reason=exc.reason)
+            )
             continue
-        if record.currency not in rates.rates:
-            if rates.complete:
-                reason = f"currency: unknown currency {record.currency!r}"
-                out.quarantined.append(Quarantined(record_id=record_id, reason=reason))
-            else:
-                reason = f"currency: no EUR rate for {record.currency} (rates unavailable)"
-                out.skipped.append(Quarantined(record_id=record_id, reason=reason))
+        if entry.record_id in seen:
+            reason = "id: repeated on this page (loaded once)"
+            out.repeated.append(Quarantined(record_id=record_id, reason=reason))
             continue
-        amount_eur = f"{rates.to_eur(record.amount, record.currency)}"
-        out.entries.append(
-            Entry(record_id=record.id, account=record.account, amount_eur=amount_eur)
-        )
+        seen.add(entry.record_id)
+        out.entries.append(entry)
     return out
+
+
+class _NotLoadable(Exception):
+    def __init__(self, reason: str, skipped: bool = False) -> None:
+        self.reason, self.skipped = reason, skipped
+
+
+def _label(item: Any, position: int) -> str:
+    record_id = item.get("id") if isinstance(item, dict) else None
+    return record_id if isinstance(record_id, str) and record_id else f"<no id, item {position}>"
+
+
+def _entry(item: Any, rates: Rates) -> Entry:
+    if not isinstance(item, dict):
+        raise _NotLoadable(f"record: not a JSON object but {type(item).__name__}")
+    try:
+        record = Record.model_validate(item)
+    except ValidationError as exc:
+        raise _NotLoadable(_first_error(exc)) from None
+    if record.currency not in rates.rates:
+        if rates.complete:
+            raise _NotLoadable(f"currency: unknown currency {record.currency!r}")
+        reason = f"currency: no EUR rate for {record.currency} (rates unavailable)"
+        raise _NotLoadable(reason, skipped=True)
+    try:
+        amount_eur = rates.to_eur(record.amount, record.currency)
+    except decimal.DecimalException:
+        raise _NotLoadable(f"amount: too large to convert to EUR: {item['amount']!r}") from None
+    return Entry(record_id=record.id, account=record.account, amount_eur=f"{amount_eur}")
 
 
 class Batch(BaseModel):
@@ -153,8 +199,8 @@ class Batch(BaseModel):
 
     @property
     def idempotency_key(self) -> str:
-        digest = content_hash(STATE_SCHEMA_VERSION, self.batch_id, self.entries, length=48)
-        return f"ledger-sync-v{STATE_SCHEMA_VERSION}-{digest}"
+        digest = content_hash(BATCH_KEY_VERSION, self.batch_id, self.entries, length=48)
+        return f"ledger-sync-v{BATCH_KEY_VERSION}-{digest}"
 
     @property
     def total_eur(self) -> Decimal:
@@ -165,31 +211,3 @@ class LedgerReceipt(BaseModel):
     batch_id: str
     accepted: int
     replayed: bool
-
-
-def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    """v1 kept only the ids of quarantined records and called the total `eur_total`."""
-    reason = "not recorded (checkpoint written by schema v1)"
-    data["quarantined"] = [
-        {"record_id": record_id, "reason": reason} for record_id in data.pop("quarantined_ids", [])
-    ]
-    data["total_eur"] = data.pop("eur_total")
-    return data
-
-
-class PageOutcome(Versioned):
-    """The checkpoint of one page: enough to report it and to go on, not the page itself."""
-
-    KIND = "page"
-    MIGRATIONS = {1: _v1_to_v2}
-
-    snapshot: str
-    cursor: str | None
-    next_cursor: str | None
-    records: int
-    valid: int
-    quarantined: list[Quarantined]
-    skipped: list[Quarantined] = []
-    batch_id: str | None
-    ledger: Literal["applied", "replayed", "empty"]
-    total_eur: Decimal

@@ -13,24 +13,15 @@ so that a resumed sync converts with the same rates and rebuilds identical batch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import httpx
 from prefect import get_run_logger, task
 
 from flows.ledger.models import Rates
-from flows.ledger.upstreams import UPSTREAM_TASK
+from flows.ledger.upstreams import UPSTREAM_TASK, RatesSource
 from toolkit.breaker import breaker_for
 from toolkit.retry import checked
 from toolkit.state import lookup, remember
-
-
-@dataclass(frozen=True)
-class RatesSource:
-    name: str
-    base_url: str
-    client: httpx.Client
 
 
 @task(**UPSTREAM_TASK, task_run_name="fetch-rates-{source.name}")

@@ -1,22 +1,79 @@
-"""Tasks that talk to the records, rates and ledger services (../shared/upstream-api.md).
+"""The records, rates and ledger services (../shared/upstream-api.md): opened, and called.
 
-Each task takes an `httpx.Client` handed out by an `HttpService` block, so it knows nothing
-of URLs or credentials. Retries are Prefect's, for transient failures only
-(`toolkit.retry.UPSTREAM_RETRY`); the tasks are not cached themselves (`NO_CACHE`): what a
-sync must not redo is guarded by its checkpoints and by the ledger's Idempotency-Key.
+`open_upstreams` loads the `HttpService` block documents a flow was given, all of them before
+the first request (an unknown name stops the run by its parameter's name, before any side
+effect), and opens one client per service for the flow's duration. The tasks take such a
+client, so they know nothing of URLs or credentials. Retries are Prefect's, for transient
+failures only (`toolkit.retry.UPSTREAM_RETRY`); the tasks are not cached themselves
+(`NO_CACHE`): what a sync must not redo is guarded by its checkpoints, the ledger index and
+the ledger's Idempotency-Key.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 
 import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import Transaction, get_transaction
 
-from flows.ledger.models import Batch, LedgerReceipt, Rates, RecordsPage
+from flows.ledger.models import Batch, LedgerReceipt, RecordsPage
 from toolkit.retry import UPSTREAM_RETRY, checked
+from toolkit.services import load_service
 
 UPSTREAM_TASK = {**UPSTREAM_RETRY, "cache_policy": NO_CACHE, "persist_result": False}
+
+
+@dataclass(frozen=True)
+class RatesSource:
+    name: str
+    base_url: str
+    client: httpx.Client
+
+
+@dataclass
+class Upstreams:
+    """Open clients of the services a flow named; a service it did not name is None."""
+
+    records: httpx.Client | None = None
+    ledger: httpx.Client | None = None
+    rates_sources: list[RatesSource] = field(default_factory=list)
+    records_url: str = ""
+    ledger_url: str = ""
+
+
+@contextmanager
+def open_upstreams(
+    *,
+    records_api: str | None = None,
+    rates_api: str | None = None,
+    fallback_rates_api: str | None = None,
+    ledger_api: str | None = None,
+) -> Iterator[Upstreams]:
+    """Clients for the named block documents (the parameters' names in errors), then closed."""
+    named = {
+        "records_api": records_api,
+        "rates_api": rates_api,
+        "fallback_rates_api": fallback_rates_api,
+        "ledger_api": ledger_api,
+    }
+    services = {name: load_service(name, block) for name, block in named.items() if block}
+    with ExitStack() as stack:
+        clients = {name: stack.enter_context(s.client()) for name, s in services.items()}
+        yield Upstreams(
+            records=clients.get("records_api"),
+            ledger=clients.get("ledger_api"),
+            rates_sources=[
+                RatesSource(label, services[name].base_url, clients[name])
+                for label, name in (("primary", "rates_api"), ("fallback", "fallback_rates_api"))
+                if name in clients
+            ],
+            records_url=services["records_api"].base_url if records_api else "",
+            ledger_url=services["ledger_api"].base_url if ledger_api else "",
+        )
 
 
 @task(**UPSTREAM_TASK, task_run_name="fetch-page")
@@ -25,11 +82,6 @@ def fetch_page(client: httpx.Client, cursor: str | None, limit: int) -> RecordsP
     if cursor is not None:
         params["cursor"] = cursor
     return RecordsPage.model_validate(checked(client.get("/records", params=params)).json())
-
-
-@task(**UPSTREAM_TASK)
-def fetch_rates(client: httpx.Client) -> Rates:
-    return Rates.model_validate(checked(client.get("/rates", params={"base": "EUR"})).json())
 
 
 @task(**UPSTREAM_TASK, task_run_name="load-batch-{batch.batch_id}")

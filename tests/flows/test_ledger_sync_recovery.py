@@ -81,8 +81,7 @@ def test_primary_rates_down_completes_through_the_fallback(sandbox: Sandbox) -> 
     sandbox.set_faults("rates", error_rate=1.0)  # answers 5xx, so its requests can be counted
 
     first = sync()
-    sandbox.reseed(seed=99)  # a new snapshot needs rates again
-    sandbox.reset_ledger()
+    sandbox.grow(100)  # a new snapshot needs rates again
     second = sync()
 
     assert first.is_completed() and second.is_completed()
@@ -96,8 +95,7 @@ def test_primary_rates_down_completes_through_the_fallback(sandbox: Sandbox) -> 
 
 def test_stored_rates_stand_in_when_both_rates_services_are_down(sandbox: Sandbox) -> None:
     assert sync(max_records=100).is_completed()  # stores the last known good rates
-    sandbox.reseed(seed=98)
-    sandbox.reset_ledger()
+    sandbox.grow(100)  # a new snapshot needs rates again
     sandbox.set_down("rates", True)
     sandbox.set_down("rates_fallback", True)
 
@@ -140,6 +138,27 @@ def test_without_any_rates_a_tolerant_run_ends_degraded_loading_only_eur(
     assert any("degraded" in a["subject"].lower() for a in alerts.json_bodies())
 
 
+def test_records_skipped_for_want_of_rates_are_loaded_once_the_rates_are_back(
+    sandbox: Sandbox, alerts
+) -> None:
+    from toolkit.breaker import breaker_for
+
+    sandbox.set_down("rates", True)
+    sandbox.set_down("rates_fallback", True)
+    assert sync(max_loss_fraction=1.0).name == "Degraded"  # the EUR records only
+    sandbox.set_down("rates", False)
+    breaker_for(f"rates:{sandbox.urls['rates']}").reset()  # as its cooldown would, in time
+
+    state = sync()  # the same snapshot: not "nothing new", since records were skipped
+
+    assert state.name == "Completed" and not state.result().nothing_new
+    assert exact(sandbox)
+    assert (
+        check_ledger(sandbox.dataset.expected_entries(), sandbox.ledger_state()).applied_ever_twice
+        == []
+    )
+
+
 def test_a_missing_page_degrades_the_run(sandbox: Sandbox) -> None:
     sandbox.set_missing_pages({900})
 
@@ -148,7 +167,7 @@ def test_a_missing_page_degrades_the_run(sandbox: Sandbox) -> None:
     assert state.name == "Degraded"
     assert "page 10 answered 404" in state.message
     summary = state.result()
-    assert summary.pages == 9 and summary.pages_lost == 1
+    assert summary.pages == 9 and summary.ended == "missing_page: page 10 answered 404"
     assert sandbox.counters()["ledger"]["applied"] == 9
 
 

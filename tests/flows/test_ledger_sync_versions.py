@@ -1,4 +1,8 @@
-"""Checkpoints written by an older state schema are migrated on read, or recomputed."""
+"""Checkpoints written by an older state schema are migrated on read, or recomputed.
+
+Version 2 (the previous release) stored rates; version 3 reads them after the upgrade. An
+unreadable checkpoint is never fatal: the sync recomputes what it held.
+"""
 
 from __future__ import annotations
 
@@ -8,68 +12,74 @@ from pathlib import Path
 import pytest
 
 from sandbox.server import Sandbox
-from sandbox.verify import check_ledger
+from tests.helpers.ledger import assert_ledger_exact
+from tests.helpers.ledger import run_sync as sync
+from toolkit.state import STATE_SCHEMA_VERSION
 
 pytestmark = pytest.mark.usefixtures("sandbox_blocks")
 
 
-def stored_pages(storage: Path, version: int) -> dict[str, Path]:
-    """Result-store files of page checkpoints of `version`, by key."""
-    return {
-        str(path.relative_to(storage)): path
-        for path in (storage / "page" / f"v{version}").glob("*")
-    }
+def stored(storage: Path, kind: str, version: int = STATE_SCHEMA_VERSION) -> list[Path]:
+    return sorted((storage / kind / f"v{version}").glob("*"))
 
 
-def downgrade_to_v1(storage: Path) -> list[Path]:
-    """Rewrite every v2 page checkpoint in the v1 shape, under its v1 key."""
-    from prefect.results import ResultStore
-    from prefect.serializers import JSONSerializer
-
-    store = ResultStore(serializer=JSONSerializer())
-    written = []
-    for key, path in stored_pages(storage, 2).items():
-        data = store.read(key).result
-        data["schema_version"] = 1
-        data["quarantined_ids"] = [q["record_id"] for q in data.pop("quarantined")]
-        data["eur_total"] = data.pop("total_eur")
-        store.write(key=key.replace("/v2/", "/v1/"), obj=data)
-        path.unlink()
-        written.append(storage / key.replace("/v2/", "/v1/"))
-    store.cache.clear()
-    return written
+def rewrite(path: Path, change) -> None:  # type: ignore[no-untyped-def]
+    """Change the stored value of a result-store record (JSON inside its JSON envelope)."""
+    record = json.loads(path.read_text())
+    record["result"] = json.dumps(change(json.loads(record["result"])))
+    path.write_text(json.dumps(record))
 
 
-def test_v1_checkpoints_are_migrated_not_redone(sandbox: Sandbox, result_storage: Path) -> None:
-    from flows.ledger_sync import ledger_sync
+def test_rates_stored_by_the_previous_schema_stand_in_after_the_upgrade(
+    sandbox: Sandbox, result_storage: Path
+) -> None:
+    assert sync(max_records=100).name == "Completed"  # stores the last known good rates
+    for path in stored(result_storage, "rates"):  # as the previous release wrote them
+        rewrite(path, lambda rates: {**rates, "schema_version": 2})
+        target = result_storage / "rates" / "v2" / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(target)
+    sandbox.grow(50)  # a new snapshot needs rates
+    sandbox.set_down("rates", True)
+    sandbox.set_down("rates_fallback", True)
 
-    first = ledger_sync(batch_size=100)
-    assert len(downgrade_to_v1(result_storage)) == first.pages
-    assert stored_pages(result_storage, 2) == {}
+    state = sync()
+
+    assert state.name == "Completed"
+    assert state.result().rates_source == "last known good (primary)"
+    assert_ledger_exact(sandbox)
+    assert stored(result_storage, "rates")  # migrated and written again as the current version
+
+
+def test_an_unreadable_sync_state_is_recomputed_and_nothing_loads_twice(
+    sandbox: Sandbox, result_storage: Path
+) -> None:
+    sync()
+    (state_file,) = stored(result_storage, "sync")
+    rewrite(state_file, lambda state: {**state, "phase": "no such phase"})
     sandbox.reset_counters()
 
-    again = ledger_sync(batch_size=100)
+    summary = sync().result()
 
-    assert again.pages_resumed == first.pages  # every page came from a migrated checkpoint
+    assert summary.pages_from_checkpoints == summary.pages - 1  # only the first page fetched
+    assert summary.loaded == 0 and summary.already_in_ledger == summary.valid
     assert sandbox.counters()["ledger"]["post_attempts"] == 0
-    assert again.quarantined == first.quarantined and again.total_eur == first.total_eur
-    assert len(stored_pages(result_storage, 2)) == first.pages  # rewritten as v2
-    assert check_ledger(sandbox.dataset.expected_entries(), sandbox.ledger_state()).exact
+    assert_ledger_exact(sandbox)
 
 
-def test_an_unreadable_old_checkpoint_is_recomputed(sandbox: Sandbox, result_storage: Path) -> None:
-    from flows.ledger_sync import ledger_sync
-
-    first = ledger_sync(batch_size=100)
-    broken = downgrade_to_v1(result_storage)[0]
-    record = json.loads(broken.read_text())
-    record["result"] = json.dumps({"schema_version": 1, "snapshot": 7})  # no longer a page
-    broken.write_text(json.dumps(record))
+def test_unreadable_page_checkpoints_are_fetched_again_and_nothing_loads_twice(
+    sandbox: Sandbox, result_storage: Path
+) -> None:
+    first = sync().result()
+    for page in stored(result_storage, "walk-page"):  # as writes cut short would leave them
+        page.write_text(page.read_text()[:40])
+    (state_file,) = stored(result_storage, "sync")
+    at_start = {"phase": "walking", "position": 0, "cursor": None, "end": None, "totals": {}}
+    rewrite(state_file, lambda state: {**state, **at_start, "set_aside": []})  # as if killed
     sandbox.reset_counters()
 
-    again = ledger_sync(batch_size=100)
+    summary = sync().result()
 
-    assert again.pages_resumed == first.pages - 1
-    ledger = sandbox.counters()["ledger"]
-    assert (ledger["applied"], ledger["replayed"]) == (0, 1)  # recomputed page: a replay
-    assert check_ledger(sandbox.dataset.expected_entries(), sandbox.ledger_state()).exact
+    assert summary.resumed and summary.pages_fetched == first.pages  # recomputed, not fatal
+    assert summary.loaded == 0 and sandbox.counters()["ledger"]["post_attempts"] == 0
+    assert_ledger_exact(sandbox)

@@ -6,6 +6,8 @@ Everything goes over real loopback HTTP with httpx, as the flows will use it.
 from __future__ import annotations
 
 import base64
+import copy
+import itertools
 import json
 import os
 import signal
@@ -15,13 +17,14 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from sandbox import RATES, Dataset, Faults, Sandbox
-from sandbox.dataset import INVALID_KINDS, to_eur
-from sandbox.server import encode_cursor
+from sandbox.dataset import INVALID_KINDS, MAX_RECORDS, to_eur
+from sandbox.server import KEEP_SNAPSHOTS, encode_cursor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,6 +48,25 @@ def page(
     if cursor is not None:
         params["cursor"] = cursor
     return client.get(sb.urls["records"] + "/records", params=params)
+
+
+def walk(
+    client: httpx.Client, sb: Sandbox, limit: int, cursor: str | None = None
+) -> list[dict[str, Any]]:
+    """Every page body from ``cursor`` (or the first page) until next_cursor is null."""
+    bodies: list[dict[str, Any]] = []
+    while True:
+        r = page(client, sb, limit, cursor)
+        assert r.status_code == 200, r.text
+        bodies.append(r.json())
+        cursor = bodies[-1]["next_cursor"]
+        if cursor is None:
+            return bodies
+        assert len(bodies) < 1000, "next_cursor never ended"
+
+
+def ids(bodies: list[dict[str, Any]]) -> list[str]:
+    return [item["id"] for body in bodies for item in body["items"]]
 
 
 def post_batch(client: httpx.Client, sb: Sandbox, key: str | None, body: object) -> httpx.Response:
@@ -99,6 +121,93 @@ def test_dataset_invalid_rows_and_expected_total() -> None:
     assert ds.expected_total_eur() == ds.expected_total_eur().quantize(Decimal("0.01"))
 
 
+def test_dataset_snapshots_are_pinned() -> None:
+    # Taken from the generator before it was sped up for a million records: a change here
+    # means every data set (and every total the flow tests expect) changed.
+    pinned = {(300, 0.05, 1): "bd400cd494c8", (120, 0.1, 3): "b6efc83db2af"}
+    pinned[(2000, 0.05, 7)] = "4c130e7b684f"
+    for (n, fraction, seed), snapshot in pinned.items():
+        assert Dataset.generate(n, fraction, seed).snapshot == snapshot
+
+
+def test_dataset_bound_allows_a_million_records_and_more() -> None:
+    # Generating 1,000,000 records takes several seconds (see the report), so only the bound
+    # is tested here; ids past r-999999 are tested through growth below.
+    assert MAX_RECORDS >= 2_000_000
+    with pytest.raises(ValueError, match="n_records"):
+        Dataset.generate(MAX_RECORDS + 1, 0.05, seed=7)
+
+
+@pytest.mark.parametrize(("where", "at"), [("end", 120), ("front", 0), ("middle", 60)])
+def test_grown_adds_new_ids_where_asked(where: str, at: int) -> None:
+    ds = Dataset.generate(120, 0.1, seed=3)
+    before = copy.deepcopy(ds.records)
+    grown = ds.grown(30, where)  # type: ignore[arg-type]
+
+    assert ds.records == before and ds.snapshot == "b6efc83db2af"  # the original is untouched
+    new_ids = [f"r-{n:06d}" for n in range(121, 151)]
+    assert [r["id"] for r in grown.records[at : at + 30]] == new_ids
+    assert grown.records[:at] + grown.records[at + 30 :] == ds.records  # order otherwise kept
+    assert grown.snapshot != ds.snapshot
+    assert (grown.n_records, len(grown.records)) == (150, 150)
+    assert (grown.invalid_fraction, grown.seed) == (ds.invalid_fraction, ds.seed)
+    # round(30 * 0.1) new invalid rows, spread over the new ones, the kinds cycling again.
+    new_invalid = {rid: kind for rid, kind in grown.invalid.items() if rid not in ds.invalid}
+    spread = ["r-000126", "r-000136", "r-000146"]
+    assert new_invalid == dict(zip(spread, INVALID_KINDS[:3], strict=True))
+    assert grown.invalid == {**ds.invalid, **new_invalid}
+    for record in grown.records[at : at + 30]:
+        if record["id"] not in new_invalid:
+            assert record["currency"] in RATES and record["account"].startswith("acc-")
+            assert Decimal("0.01") <= Decimal(record["amount"]) <= Decimal("5000.00")
+    assert grown.valid_ids() == ds.valid_ids() | (set(new_ids) - set(new_invalid))
+    assert set(grown.expected_entries()) == grown.valid_ids()
+    assert ds.grown(30, where) == grown  # type: ignore[arg-type]  # reproducible
+    assert ds.grown(30, "end").records[-30:] == grown.records[at : at + 30]  # same new records
+
+
+def test_grown_ids_take_a_seventh_digit_past_999999() -> None:
+    ds = Dataset.generate(3, 0.0, seed=1)
+    highest = {**ds.records[1], "id": "r-999999"}
+    high = Dataset([ds.records[0], highest, ds.records[2]], {}, "x", 3, 0.0, 1)
+    grown = high.grown(2)
+    assert [r["id"] for r in grown.records[-2:]] == ["r-1000000", "r-1000001"]
+    assert grown.grown(1, "front").records[0]["id"] == "r-1000002"
+
+
+def test_grown_rejects_bad_arguments() -> None:
+    ds = Dataset.generate(10, 0.1, seed=1)
+    with pytest.raises(ValueError, match="count"):
+        ds.grown(0)
+    with pytest.raises(ValueError, match="where"):
+        ds.grown(1, "side")  # type: ignore[arg-type]
+
+
+def test_a_repeat_is_one_more_row_but_the_same_expectations() -> None:
+    ds = Dataset.generate(120, 0.1, seed=3)
+    valid_id = next(r["id"] for r in ds.records if r["id"] not in ds.invalid)
+    invalid_id = next(iter(ds.invalid))
+    repeated = ds.with_repeat(valid_id, 100).with_repeat(invalid_id, 0)
+
+    served = [r["id"] for r in repeated.records]
+    assert len(served) == 122 and served.count(valid_id) == served.count(invalid_id) == 2
+    original = next(r for r in ds.records if r["id"] == valid_id)
+    assert repeated.records[101] == original and repeated.records[101] is not original
+    assert len(ds.records) == 120  # the original is untouched
+    assert repeated.snapshot != ds.snapshot and repeated.n_records == 122
+    assert repeated.invalid == ds.invalid
+    assert repeated.valid_ids() == ds.valid_ids()
+    assert repeated.expected_entries() == ds.expected_entries()  # each valid id once
+    assert repeated.expected_total_eur() == ds.expected_total_eur()
+    assert repeated.grown(1).records[-1]["id"] == "r-000121"  # repeats are not new ids
+
+    with pytest.raises(ValueError, match="record_id"):
+        ds.with_repeat("r-999999", 0)
+    for at in (-1, 121):
+        with pytest.raises(ValueError, match="at must be"):
+            ds.with_repeat(valid_id, at)
+
+
 # -- records ----------------------------------------------------------------------------------
 
 
@@ -121,9 +230,10 @@ def test_paging_covers_every_record_once_on_one_snapshot(sb: Sandbox, client: ht
     assert fetches[""] == 1 and sum(fetches.values()) == 4  # ceil(120 / 37)
 
 
-def test_cursor_keeps_its_page_after_reseed_and_expires_after_two(
+def test_cursor_keeps_its_page_after_reseed_and_expires_after_three(
     sb: Sandbox, client: httpx.Client
 ) -> None:
+    assert KEEP_SNAPSHOTS == 3
     first = page(client, sb, 50).json()
     cursor = first["next_cursor"]
     before = page(client, sb, 50, cursor).json()
@@ -137,6 +247,8 @@ def test_cursor_keeps_its_page_after_reseed_and_expires_after_two(
     assert fresh["items"] != first["items"]
 
     sb.reseed(seed=100)
+    assert page(client, sb, 50, cursor).json() == before  # two newer snapshots: still kept
+    sb.reseed(seed=101)
     assert page(client, sb, 50, cursor).status_code == 410
     # Any snapshot not kept is treated as expired: the client's answer is the same, restart.
     assert page(client, sb, 50, encode_cursor("0123456789ab", 0)).status_code == 410
@@ -169,6 +281,119 @@ def test_limit_bounds_are_inclusive(sb: Sandbox, client: httpx.Client) -> None:
     assert len(page(client, sb, 1).json()["items"]) == 1
     body = page(client, sb, 500).json()
     assert len(body["items"]) == 120 and body["next_cursor"] is None
+
+
+# -- living data ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("where", "at"), [("end", 120), ("front", 0), ("middle", 60)])
+def test_growth_keeps_old_cursors_and_pages_old_and_new_records_once(
+    sb: Sandbox, client: httpx.Client, where: str, at: int
+) -> None:
+    old = sb.dataset
+    old_pages = walk(client, sb, 25)
+
+    grown = sb.grow(30, where)
+
+    assert sb.dataset is grown and grown.snapshot != old.snapshot
+    for previous, body in itertools.pairwise(old_pages):
+        assert page(client, sb, 25, previous["next_cursor"]).json() == body
+    new_pages = walk(client, sb, 25)
+    assert {body["snapshot"] for body in new_pages} == {grown.snapshot}
+    served = ids(new_pages)
+    new_ids = [f"r-{n:06d}" for n in range(121, 151)]
+    assert len(served) == len(set(served)) == 150  # every record exactly once
+    assert set(served) == set(ids(old_pages)) | set(new_ids)
+    assert served[at : at + 30] == new_ids
+    expected = client.get(sb.urls["control"] + "/expected").json()
+    assert (expected["snapshot"], expected["records"]) == (grown.snapshot, 150)
+    new_valid = set(new_ids) - set(expected["invalid"])
+    assert new_valid and new_valid <= set(expected["entries"])
+    assert set(expected["entries"]) == set(served) - set(expected["invalid"])
+    assert Decimal(expected["total_eur"]) == grown.expected_total_eur() > old.expected_total_eur()
+
+
+def test_a_killed_runs_cursor_survives_two_growths(sb: Sandbox, client: httpx.Client) -> None:
+    cursor = page(client, sb, 50).json()["next_cursor"]
+    before = page(client, sb, 50, cursor).json()
+    sb.grow(10, "front")  # between the killed run and its resume
+    sb.grow(10, "middle")  # while it resumes
+    assert page(client, sb, 50, cursor).json() == before
+    sb.grow(10)
+    assert page(client, sb, 50, cursor).status_code == 410
+
+
+@pytest.mark.parametrize(
+    ("at", "pages_with_it"),
+    [(5, [0, 0]), (4, [0, 0]), (60, [0, 6])],  # next to the original, or 6 pages later
+)
+def test_a_repeat_is_served_twice_and_expected_once(
+    sb: Sandbox, client: httpx.Client, at: int, pages_with_it: list[int]
+) -> None:
+    record_id = "r-000005"  # list index 4
+    assert record_id not in sb.dataset.invalid
+    before = sb.expected()
+
+    sb.repeat(record_id, at)
+
+    bodies = walk(client, sb, 10)
+    copies = [(i, item) for i, body in enumerate(bodies) for item in body["items"]]
+    copies = [(i, item) for i, item in copies if item["id"] == record_id]
+    assert [i for i, _ in copies] == pages_with_it
+    assert copies[0][1] == copies[1][1]  # an identical copy
+    assert len(ids(bodies)) == 121
+    after = sb.expected()
+    assert after["snapshot"] != before["snapshot"] and after["records"] == 121
+    assert {k: after[k] for k in ("invalid", "valid", "total_eur", "entries")} == {
+        k: before[k] for k in ("invalid", "valid", "total_eur", "entries")
+    }
+
+
+def test_expire_snapshots_makes_old_cursors_gone(sb: Sandbox, client: httpx.Client) -> None:
+    old_cursor = page(client, sb, 50).json()["next_cursor"]
+    sb.grow(10)
+    assert page(client, sb, 50, old_cursor).status_code == 200
+    current_cursor = page(client, sb, 50).json()["next_cursor"]
+
+    sb.expire_snapshots()
+
+    gone = page(client, sb, 50, old_cursor)
+    assert gone.status_code == 410 and "error" in gone.json()
+    assert page(client, sb, 50, current_cursor).status_code == 200
+    assert ids(walk(client, sb, 50)) == [r["id"] for r in sb.dataset.records]
+
+
+def test_loop_cursor_hands_out_an_issued_cursor_until_turned_off(
+    sb: Sandbox, client: httpx.Client
+) -> None:
+    sb.loop_cursor(60, back_to_offset=20)
+    handed: list[str] = []
+    bodies: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for _ in range(4):  # offsets 0, 20, 40, then 20 again
+        bodies.append(page(client, sb, 20, cursor).json())
+        cursor = bodies[-1]["next_cursor"]
+        assert cursor is not None
+        handed.append(cursor)
+    old = sb.dataset.snapshot
+    assert handed[:3] == [encode_cursor(old, 20), encode_cursor(old, 40), encode_cursor(old, 20)]
+    assert bodies[3] == bodies[1]  # following it serves an already seen page again
+    # Any page ending at the offset, whatever its limit, in any kept snapshot.
+    assert page(client, sb, 10, encode_cursor(old, 50)).json()["next_cursor"] == handed[0]
+    grown = sb.grow(5)
+    assert page(client, sb, 20, handed[1]).json()["next_cursor"] == handed[0]
+    fresh = page(client, sb, 60).json()
+    assert fresh["next_cursor"] == encode_cursor(grown.snapshot, 20)
+    sb.loop_cursor(125, back_to_offset=0)  # the last page ends the stream, loop or not
+    assert page(client, sb, 25, encode_cursor(grown.snapshot, 100)).json()["next_cursor"] is None
+
+    sb.loop_cursor(None)
+
+    assert page(client, sb, 20, handed[1]).json()["next_cursor"] == encode_cursor(old, 60)
+    assert ids(walk(client, sb, 20)) == [r["id"] for r in grown.records]
+    for at_offset, back_to_offset, field in [(0, 0, "at_offset"), (60, 60, "back_to_offset")]:
+        with pytest.raises(ValueError, match=field):
+            sb.loop_cursor(at_offset, back_to_offset)
 
 
 # -- rates and routing ------------------------------------------------------------------------
@@ -392,6 +617,87 @@ def test_control_api(sb: Sandbox, client: httpx.Client) -> None:
     assert client.post(control + "/down", json={"service": "records", "down": False}).is_success
     reseeded = client.post(control + "/reseed", json={"seed": 42}).json()
     assert reseeded["snapshot"] == sb.dataset.snapshot == page(client, sb, 10).json()["snapshot"]
+
+
+def test_control_routes_let_the_data_set_live(sb: Sandbox, client: httpx.Client) -> None:
+    control = sb.urls["control"]
+
+    r = client.post(control + "/grow", json={"count": 30, "where": "front"})
+    assert r.status_code == 200
+    assert r.json() == {"snapshot": sb.dataset.snapshot, "records": 150, "added": 30}
+    assert page(client, sb, 10).json()["items"][0]["id"] == "r-000121"
+    r = client.post(control + "/grow", json={"count": 5})  # at the end by default
+    assert r.json()["records"] == 155 and sb.dataset.records[-1]["id"] == "r-000155"
+    old_cursor = page(client, sb, 50).json()["next_cursor"]
+
+    r = client.post(control + "/repeat", json={"record_id": "r-000005", "at": 6})
+    assert r.status_code == 200
+    assert r.json() == {
+        "snapshot": sb.dataset.snapshot,
+        "records": 156,
+        "record_id": "r-000005",
+        "at": 6,
+    }
+    assert [rec["id"] for rec in sb.dataset.records].count("r-000005") == 2
+    expected = client.get(control + "/expected").json()
+    assert expected["records"] == 156
+    assert expected["valid"] == len(expected["entries"]) == 155 - len(expected["invalid"])
+
+    snapshot = sb.dataset.snapshot
+    r = client.post(control + "/loop", json={"at_offset": 30, "back_to_offset": 10})
+    assert (r.status_code, r.json()) == (200, {"at_offset": 30, "back_to_offset": 10})
+    looped = page(client, sb, 10, encode_cursor(snapshot, 20)).json()["next_cursor"]
+    assert looped == encode_cursor(snapshot, 10)
+    r = client.post(control + "/loop", json={"at_offset": None})
+    assert (r.status_code, r.json()) == (200, {"at_offset": None})
+    normal = page(client, sb, 10, encode_cursor(snapshot, 20)).json()["next_cursor"]
+    assert normal == encode_cursor(snapshot, 30)
+
+    assert page(client, sb, 50, old_cursor).status_code == 200
+    r = client.post(control + "/expire", json={})
+    assert (r.status_code, r.json()) == (200, {"snapshot": snapshot, "kept": 1})
+    assert page(client, sb, 50, old_cursor).status_code == 410
+    assert client.post(control + "/expire").status_code == 200  # no body is an empty object
+    assert client.get(control + "/grow").status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "field"),
+    [
+        ("/grow", {}, "count"),
+        ("/grow", {"count": "5"}, "count"),
+        ("/grow", {"count": 1.5}, "count"),
+        ("/grow", {"count": True}, "count"),
+        ("/grow", {"count": 0}, "count"),
+        ("/grow", {"count": 5, "where": "side"}, "where"),
+        ("/grow", {"count": 5, "where": 3}, "where"),
+        ("/grow", {"count": 5, "wher": "end"}, "wher"),
+        ("/repeat", {"at": 1}, "record_id"),
+        ("/repeat", {"record_id": "r-999999", "at": 1}, "record_id"),
+        ("/repeat", {"record_id": "r-000005"}, "at"),
+        ("/repeat", {"record_id": "r-000005", "at": -1}, "at"),
+        ("/repeat", {"record_id": "r-000005", "at": 121}, "at"),
+        ("/expire", {"all": True}, "all"),
+        ("/loop", {}, "at_offset"),
+        ("/loop", {"at_offset": 0}, "at_offset"),
+        ("/loop", {"at_offset": "30"}, "at_offset"),
+        ("/loop", {"at_offset": 30, "back_to_offset": 30}, "back_to_offset"),
+        ("/loop", {"at_offset": 30, "back_to_offset": -1}, "back_to_offset"),
+        ("/loop", {"at_offset": 30, "back_to_offset": 1.0}, "back_to_offset"),
+        ("/loop", {"at_offset": 30, "back": 1}, "back"),
+    ],
+)
+def test_living_data_control_routes_reject_bad_input_with_400(
+    sb: Sandbox, client: httpx.Client, route: str, body: dict[str, Any], field: str
+) -> None:
+    snapshot = sb.dataset.snapshot
+    cursor = page(client, sb, 10).json()["next_cursor"]
+
+    r = client.post(sb.urls["control"] + route, json=body)
+
+    assert r.status_code == 400 and field in r.json()["error"]
+    assert sb.dataset.snapshot == snapshot and len(sb.dataset.records) == 120
+    assert page(client, sb, 10, cursor).json()["next_cursor"] == encode_cursor(snapshot, 20)
 
 
 def test_cli_prints_urls_and_stops_on_sigterm() -> None:

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from flows.ledger.models import PageOutcome, Rates, convert
+from flows.ledger.models import Rates, convert
 from sandbox.dataset import RATES, Dataset
 
 GOOD = {
@@ -49,6 +49,21 @@ def test_half_even_on_an_exact_half() -> None:
         ({"amount": "NaN"}, "amount: not a finite decimal"),
         ({"currency": "XYZ"}, "currency: unknown currency 'XYZ'"),
         ({"currency": "usd"}, "currency: String should match pattern"),
+        ({"amount": "1e400"}, "amount: not a decimal: '1e400'"),  # exponent notation
+        ({"amount": "1E+2"}, "amount: not a decimal"),
+        ({"amount": "-0"}, "amount: negative amount: '-0'"),
+        ({"amount": "-0.00"}, "amount: negative amount"),
+        ({"amount": " 1.00"}, "amount: not a decimal"),
+        ({"amount": "+1.00"}, "amount: not a decimal"),
+        ({"amount": "Infinity"}, "amount: not a finite decimal"),
+        ({"amount": "9" * 400}, "amount: too large to convert to EUR"),
+        ({"amount": 10}, "amount: must be a decimal string, got int"),
+        ({"amount": None}, "amount: must be a decimal string, got NoneType"),
+        ({"amount": ["1.00"]}, "amount: must be a decimal string, got list"),
+        ({"account": 17}, "account: Input should be a valid string"),
+        ({"currency": 840}, "currency: Input should be a valid string"),
+        ({"updated_at": 1764000000}, "updated_at: must be a string, got int"),
+        ({"updated_at": "yesterday"}, "updated_at: Input should be a valid datetime"),
     ],
 )
 def test_invalid_records_are_quarantined_with_the_field(change: dict, reason: str) -> None:
@@ -78,19 +93,28 @@ def test_without_rates_only_eur_loads_and_the_rest_is_skipped_not_quarantined() 
     }
 
 
-def test_a_v1_page_checkpoint_migrates() -> None:
-    v1 = {
-        "schema_version": 1,
-        "snapshot": "s",
-        "cursor": None,
-        "next_cursor": "c",
-        "records": 3,
-        "valid": 2,
-        "quarantined_ids": ["r-9"],
-        "batch_id": "b-1",
-        "ledger": "applied",
-        "eur_total": "3.10",
-    }
-    page = PageOutcome.from_stored(v1, version=1)
-    assert page.schema_version == 2 and page.total_eur == Decimal("3.10")
-    assert page.quarantined[0].record_id == "r-9"
+@pytest.mark.parametrize(
+    ("item", "label", "reason"),
+    [
+        ({**GOOD, "id": 7}, "<no id, item 0>", "id: Input should be a valid string"),
+        ({**GOOD, "id": ""}, "<no id, item 0>", "id: String should have at least 1 character"),
+        ("r-1", "<no id, item 0>", "record: not a JSON object but str"),
+        (None, "<no id, item 0>", "record: not a JSON object but NoneType"),
+        ([GOOD], "<no id, item 0>", "record: not a JSON object but list"),
+    ],
+)
+def test_a_record_of_any_shape_is_quarantined_never_raised(item, label, reason) -> None:
+    out = convert([item], RATES_MODEL)
+    assert out.entries == [] and [(q.record_id, q.reason) for q in out.quarantined] == [
+        (label, reason)
+    ]
+
+
+def test_an_id_twice_on_a_page_is_loaded_once_at_its_first_valid_occurrence() -> None:
+    invalid_first = {**GOOD, "id": "r-2", "amount": "abc"}
+    items = [GOOD, {**GOOD, "amount": "99.00"}, invalid_first, {**GOOD, "id": "r-2"}, GOOD]
+    out = convert(items, RATES_MODEL)
+    assert [(e.record_id, e.amount_eur) for e in out.entries] == [("r-1", "9.26"), ("r-2", "9.26")]
+    assert [q.record_id for q in out.repeated] == ["r-1", "r-1"]
+    assert out.repeated[0].reason == "id: repeated on this page (loaded once)"
+    assert [q.record_id for q in out.quarantined] == ["r-2"]

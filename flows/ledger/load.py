@@ -1,0 +1,94 @@
+"""Load a planned sync: post each claimed batch once, in walk order, and record it applied.
+
+Scenario
+    The walk has claimed, page by page, the records the ledger does not hold yet, and the
+    sync may load. A POST may be answered or its answer lost; the process may die between the
+    ledger applying a batch and the index recording it; the index may fail to record it.
+
+Solution
+    The batches to post are the ledger index's approved, unconfirmed ones (toolkit/
+    ledger_index.py): `approve` makes every planned batch of the walk loadable, and from then
+    on a batch stays approved until the ledger has answered for it. Each is read back as the
+    walk claimed it (its body in the index, so the same id and Idempotency-Key), posted, and
+    marked applied, inside one Prefect transaction: if the index cannot record it, the
+    rollback runs `load_batch`'s rollback hook, which DELETEs the batch from the ledger, and
+    the batch, still approved, is posted again by the flow's retry. A run that dies anywhere
+    leaves approved batches that the next run posts again: a replay if the ledger had applied
+    it, an application if not. One page at a time is in memory.
+"""
+
+from __future__ import annotations
+
+from prefect import get_run_logger
+from prefect.transactions import CommitMode, transaction
+from prefect.utilities.annotations import opaque
+
+from flows.ledger.models import Batch, LedgerReceipt
+from flows.ledger.plan import RunFigures, state_key
+from flows.ledger.sync_state import SyncState
+from flows.ledger.upstreams import Upstreams, load_batch
+from toolkit.ledger_index import ClaimedBatch, LedgerIndex
+from toolkit.report import Progress
+from toolkit.retry import TransientError
+from toolkit.state import remember, step
+
+
+class BatchNotRecorded(TransientError):
+    """A batch was posted but the index did not record it: compensated, safe to retry."""
+
+
+def load_sync(upstreams: Upstreams, index: LedgerIndex, state: SyncState, run: RunFigures) -> None:
+    """Post every approved batch of the sync, then mark the sync done."""
+    if state.phase == "done":  # found done (nothing new): an earlier run posted everything
+        return
+    if state.phase == "walked":
+        state.phase = "loading"
+        remember(state, *state_key(upstreams))
+    index.approve(upstreams.ledger_url, state.walk.walk_id)
+    todo = index.to_load(upstreams.ledger_url, upstreams.records_url)
+    progress = Progress(len(todo), "Batches loaded")
+    for done, claim in enumerate(todo, start=1):
+        batch = claimed_batch(index, upstreams.ledger_url, claim)
+        receipt = post_claimed(upstreams, index, batch, run)
+        run.batches_replayed += receipt.replayed
+        run.batches_applied += not receipt.replayed
+        run.entries_loaded += len(batch.entries)
+        progress.update(done)
+    state.phase = "done"
+    remember(state, *state_key(upstreams))
+    get_run_logger().info(
+        "Loaded %d batches (%d replayed) of %d new records; %d already in the ledger",
+        run.batches_applied + run.batches_replayed,
+        run.batches_replayed,
+        run.entries_loaded,
+        state.totals.already_held,
+    )
+
+
+def claimed_batch(index: LedgerIndex, ledger: str, claim: ClaimedBatch) -> Batch:
+    """The batch exactly as the walk claimed it: the same id, the same Idempotency-Key."""
+    batch = Batch.model_validate_json(index.body(ledger, claim.batch_id))
+    if Batch.of(batch.entries).batch_id != claim.batch_id:
+        raise RuntimeError(f"batch {claim.batch_id}: its stored body gives another batch")
+    return batch
+
+
+def post_claimed(
+    upstreams: Upstreams, index: LedgerIndex, batch: Batch, run: RunFigures
+) -> LedgerReceipt:
+    """POST a batch and record it applied, all or nothing (a rollback DELETEs the batch)."""
+    posted = False
+    try:
+        with transaction(commit_mode=CommitMode.LAZY) as txn:
+            # opaque: Prefect need not walk the batch's entries looking for futures
+            receipt = step(load_batch, upstreams.ledger, opaque(batch))
+            posted = True
+            index.mark_applied(upstreams.ledger_url, batch.batch_id)
+    except Exception as exc:
+        if posted:  # the rollback hook has DELETEd it: the flow retry posts it again
+            run.batches_compensated += 1
+            raise BatchNotRecorded(f"batch {batch.batch_id} was compensated: {exc}") from exc
+        raise
+    if txn.is_rolled_back():
+        raise BatchNotRecorded(f"batch {batch.batch_id} was rolled back")
+    return receipt

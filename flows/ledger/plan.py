@@ -1,0 +1,238 @@
+"""Plan a sync: walk one snapshot page by page, checkpoint each page, claim its new records.
+
+Scenario
+    The records service pages through a snapshot of data that lives: records are added
+    anywhere between snapshots, an id may be served twice, a snapshot expires, a buggy
+    service hands out a cursor twice. The ledger must receive each valid record once, a
+    killed sync must go on where it stopped without fetching again, and a person may have to
+    approve the whole sync before anything is loaded.
+
+Solution
+    `plan_sync` continues the sync's unfinished walk if there is one (its cursors stay valid:
+    same snapshot, same page size, same rates), else fetches the first page: a snapshot that
+    a done sync already covered means there is nothing to do; another one starts a new walk.
+    Each page is fetched, converted and checkpointed (`Page`) as soon as it arrives, then its
+    records are checked against the ledger index (toolkit/ledger_index.py): an id the ledger
+    already holds is not loaded again, an id served earlier in this snapshot is a repeat, and
+    the rest is claimed as the page's batch, planned, not sent. Only running totals stay in
+    memory; the `SyncState` above the pages is saved every second and at the end. A page whose
+    checkpoint says it sits elsewhere in the walk means the service repeated a cursor: the
+    walk ends there, marked. `404` ends it too (the page is lost); `410 Gone` means the
+    snapshot expired: its walk is given up and a new snapshot begins, the index keeping the
+    ledger exact.
+
+How to run
+    Called by flows/ledger_sync.py; see tests/flows/ledger/test_plan.py.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import httpx
+from prefect import get_run_logger
+
+from flows.ledger.models import Batch, Entry, Quarantined, convert
+from flows.ledger.rates import resolve_rates
+from flows.ledger.sync_state import Page, SyncState, WalkEnd, WalkSpec
+from flows.ledger.upstreams import Upstreams, fetch_page
+from toolkit.ledger_index import BatchState, ClaimedBatch, Holder, LedgerIndex
+from toolkit.retry import TransientError
+from toolkit.state import lookup, remember
+
+SAVE_EVERY_SECONDS = 1.0
+"""How often the sync state is saved while walking: pages are checkpointed one by one, so a
+state a second old only means a resume re-reads a second's pages from their checkpoints."""
+MAX_SNAPSHOT_RESTARTS = 3
+
+
+@dataclass
+class RunFigures:
+    """What this run did, as opposed to what the sync as a whole has done."""
+
+    resumed: bool = False  # went on with a sync an earlier run left unfinished
+    nothing_new: bool = False  # the snapshot was synced already
+    pages_fetched: int = 0
+    pages_from_checkpoints: int = 0
+    snapshots_expired: int = 0
+    batches_applied: int = 0
+    batches_replayed: int = 0
+    batches_compensated: int = 0
+    entries_loaded: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class SnapshotExpired(Exception):
+    """The walk's cursors answer 410 Gone: that snapshot cannot be finished."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """A page's valid entries against the ledger index."""
+
+    fresh: list[Entry]  # to load
+    repeated: list[Quarantined]  # served earlier in this snapshot
+    already_held: int  # in the ledger, or claimed, before this walk
+
+
+def split_entries(entries: list[Entry], holders: dict[str, Holder], walk: str, at: int) -> Split:
+    """Which of a page's entries are new to the ledger (a pure decision).
+
+    An entry held by the same page of the same walk, still only planned, is this page's own
+    claim from an interrupted attempt: still fresh, so the batch comes out the same.
+    """
+    fresh, repeated, held = [], [], 0
+    for entry in entries:
+        holder = holders.get(entry.record_id)
+        own = holder is not None and (holder.walk, holder.position) == (walk, at)
+        if holder is None or (own and holder.state is BatchState.PLANNED):
+            fresh.append(entry)
+        elif holder.walk == walk and holder.position < at:
+            reason = f"id: repeated, first served on page {holder.position + 1} (loaded once)"
+            repeated.append(Quarantined(record_id=entry.record_id, reason=reason))
+        else:
+            held += 1
+    return Split(fresh, repeated, held)
+
+
+def state_key(upstreams: Upstreams) -> tuple[str, str, str]:
+    return ("sync", upstreams.records_url, upstreams.ledger_url)
+
+
+def plan_sync(
+    upstreams: Upstreams,
+    index: LedgerIndex,
+    run: RunFigures,
+    batch_size: int,
+    max_records: int | None,
+    max_rates_age: timedelta,
+) -> SyncState:
+    """The sync's state once its walk is over (or found done): nothing has been sent."""
+    state = lookup(SyncState, *state_key(upstreams))
+    for _ in range(MAX_SNAPSHOT_RESTARTS + 1):
+        first_page: Page | None = None
+        if state is not None and state.unfinished:
+            run.resumed = True
+            get_run_logger().info(
+                "Going on with the unfinished sync of snapshot %s (%s, %d pages walked)",
+                state.walk.snapshot,
+                state.phase,
+                state.position,
+            )
+        else:
+            first = fetch_page(upstreams.records, None, min(batch_size, max_records or batch_size))
+            if state is not None and state.covers(first.snapshot, max_records):
+                run.nothing_new = True
+                get_run_logger().info("Nothing new: snapshot %s is synced", first.snapshot)
+                return state
+            rates = resolve_rates(upstreams.rates_sources, first.snapshot, max_rates_age)
+            spec = WalkSpec(
+                records_url=upstreams.records_url,
+                snapshot=first.snapshot,
+                page_size=batch_size,
+                max_records=max_records,
+                rates=rates,
+            )
+            state = SyncState(phase="walking", walk=spec)
+            first_page = save_page(spec, state, first.items, first.next_cursor)
+            run.pages_fetched += 1
+            remember(state, *state_key(upstreams))  # a kill from now on resumes this snapshot
+        # Claims of an earlier walk of this sync that was never sent are stale: give them back.
+        index.release_planned(upstreams.ledger_url, upstreams.records_url, state.walk.walk_id)
+        try:
+            walk(upstreams, index, state, run, first_page)
+            return state
+        except SnapshotExpired:
+            run.snapshots_expired += 1
+            run.notes.append(f"Snapshot {state.walk.snapshot} expired (410): started again.")
+            get_run_logger().warning("Snapshot %s expired: a new one begins", state.walk.snapshot)
+            state = None
+    raise TransientError(f"the records snapshot expired {MAX_SNAPSHOT_RESTARTS + 1} times")
+
+
+def walk(
+    upstreams: Upstreams,
+    index: LedgerIndex,
+    state: SyncState,
+    run: RunFigures,
+    first_page: Page | None = None,
+) -> None:
+    """Walk on until the page chain ends; each page checkpointed, then its batch claimed."""
+    walk_id = state.walk.walk_id
+    saved_at = time.monotonic()
+    while state.phase == "walking":
+        page = first_page if state.position == 0 and first_page else None
+        page = page or lookup(Page, walk_id, state.cursor)
+        if page is not None and page.position != state.position:
+            detail = (
+                f"the records service served page {state.position + 1} under the cursor of "
+                f"page {page.position + 1}: its cursors loop"
+            )
+            state.end_walk(WalkEnd(reason="cursor_loop", detail=detail))
+            break
+        if page is not None:
+            run.pages_from_checkpoints += page is not first_page
+        else:
+            page = fetch_next(upstreams, state)
+            if page is None:
+                break
+            run.pages_fetched += 1
+        split = claim_page(index, upstreams, walk_id, page)
+        state.add_page(page, split.repeated, split.already_held, split.fresh)
+        if time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:
+            remember(state, *state_key(upstreams))
+            saved_at = time.monotonic()
+    remember(state, *state_key(upstreams))
+
+
+def fetch_next(upstreams: Upstreams, state: SyncState) -> Page | None:
+    """Fetch, convert and checkpoint the next page; None if it is missing (404)."""
+    spec = state.walk
+    limit = spec.limit_after(state.totals.records)
+    try:
+        fetched = fetch_page(upstreams.records, state.cursor, limit)
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 410:
+            raise SnapshotExpired from exc
+        if exc.response.status_code != 404:
+            raise
+        detail = f"page {state.position + 1} answered 404"
+        state.end_walk(WalkEnd(reason="missing_page", detail=detail, records_lost_at_least=limit))
+        return None
+    if fetched.snapshot != spec.snapshot:  # a cursor belongs to its snapshot: this one is gone
+        raise SnapshotExpired
+    return save_page(spec, state, fetched.items, fetched.next_cursor)
+
+
+def save_page(spec: WalkSpec, state: SyncState, items: list, next_cursor: str | None) -> Page:
+    converted = convert(items, spec.rates)
+    page = Page(
+        position=state.position,
+        cursor=state.cursor,
+        next_cursor=next_cursor,
+        records=len(items),
+        entries=converted.entries,
+        quarantined=converted.quarantined,
+        skipped=converted.skipped,
+        repeated=converted.repeated,
+    )
+    remember(page, spec.walk_id, state.cursor)
+    return page
+
+
+def claim_page(index: LedgerIndex, upstreams: Upstreams, walk_id: str, page: Page) -> Split:
+    """Split a page against the index and claim its fresh entries as one planned batch."""
+    holders = index.holders(upstreams.ledger_url, [e.record_id for e in page.entries])
+    split = split_entries(page.entries, holders, walk_id, page.position)
+    if split.fresh:
+        batch = Batch.of(split.fresh)
+        index.plan(
+            upstreams.ledger_url,
+            upstreams.records_url,
+            ClaimedBatch(batch.batch_id, walk_id, page.position),
+            [entry.record_id for entry in split.fresh],
+            batch.model_dump_json(),
+        )
+    return split

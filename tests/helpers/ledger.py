@@ -1,0 +1,74 @@
+"""Ledger syncs in tests: in this process or as a killable process, and the exactness check.
+
+Every claim about the ledger is counted at the sandbox: `assert_ledger_exact` compares what it
+holds with what its current data set expects, record by record.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sandbox.server import Sandbox
+from sandbox.verify import check_ledger
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def assert_ledger_exact(sandbox: Sandbox, *, applied_once: bool = True) -> None:
+    """Every valid record of the current data set held once, to the cent, nothing else; with
+    `applied_once`, no record was ever applied twice (not even applied, reversed, applied)."""
+    check = check_ledger(sandbox.dataset.expected_entries(), sandbox.ledger_state())
+    assert check.exact, str(check)
+    if applied_once:
+        assert check.applied_ever_twice == [], check.applied_ever_twice[:10]
+
+
+def run_sync(**parameters: Any) -> Any:
+    """ledger_sync in this process (pages of 100 unless told); its final state."""
+    from flows.ledger_sync import ledger_sync
+
+    return ledger_sync(**{"batch_size": 100, **parameters}, return_state=True)
+
+
+def start_sync_process(*arguments: str) -> subprocess.Popen[bytes]:
+    """`python -m flows.ledger_sync` in a process group of its own, like a deployment run, with
+    this test's server, storage and ledger index (the environment)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.ledger_sync", *(arguments or ("batch_size=100",))],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def kill_when(process: subprocess.Popen[bytes], ready: Callable[[], bool], after: float) -> None:
+    """SIGKILL the process group `after` seconds once `ready()` holds."""
+    try:
+        deadline = time.monotonic() + 120
+        while not ready():
+            assert process.poll() is None, "the flow ended before it could be killed"
+            assert time.monotonic() < deadline, "the flow made no progress"
+            time.sleep(0.01)
+        time.sleep(after)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def page_fetches(sandbox: Sandbox) -> dict[str, int]:
+    """How often each cursor was fetched ('' is the first page, which opens a snapshot)."""
+    return dict(sandbox.counters()["records"]["page_fetches"])
+
+
+def refetched(before: dict[str, int], after: dict[str, int]) -> set[str]:
+    """Cursors fetched by an earlier run and again by a later one."""
+    return set(before) & set(after)

@@ -1,0 +1,50 @@
+"""The project's database plumbing, on a SQLite file and on PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from toolkit.database import (
+    DatabaseUnavailable,
+    bulk_insert_ignore,
+    connected,
+    engine_for,
+    transaction,
+)
+from toolkit.retry import is_transient
+
+METADATA = sa.MetaData()
+PAIRS = sa.Table(
+    "test_pairs",
+    METADATA,
+    sa.Column("key", sa.String(16), primary_key=True),
+    sa.Column("value", sa.String(16), nullable=False),
+)
+
+
+def test_bulk_insert_keeps_the_first_row_of_each_key(database_url: str) -> None:
+    engine = engine_for(database_url, METADATA)
+    with transaction(engine) as conn:
+        conn.execute(sa.delete(PAIRS))
+        bulk_insert_ignore(conn, PAIRS, ("key", "value"), [("a", "1"), ("b", "2")])
+        bulk_insert_ignore(conn, PAIRS, ("key", "value"), [("b", "changed"), ("c", "3")])
+        bulk_insert_ignore(conn, PAIRS, ("key", "value"), [])
+    with connected(engine) as conn:
+        rows = dict(conn.execute(sa.select(PAIRS.c.key, PAIRS.c.value)).all())
+    assert rows == {"a": "1", "b": "2", "c": "3"}
+
+
+def test_one_engine_per_url(database_url: str) -> None:
+    assert engine_for(database_url, METADATA) is engine_for(database_url, METADATA)
+
+
+def test_an_unreachable_database_is_a_transient_error() -> None:
+    with pytest.raises(DatabaseUnavailable) as raised:
+        engine_for("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2", METADATA)
+    assert is_transient(raised.value)
+
+
+def test_sqlite_needs_a_file() -> None:
+    with pytest.raises(ValueError, match="a database file"):
+        engine_for("sqlite:///:memory:", METADATA)

@@ -1,0 +1,108 @@
+"""The ledger index on a real SQLite file and a real PostgreSQL database (127.0.0.1:5432).
+
+Claims, approval, confirmation and release are counted in the database itself; the lock
+itself is tests/toolkit/test_database_lock.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from toolkit.ledger_index import BatchState, ClaimedBatch, LedgerIndex
+
+LEDGER, RECORDS = "http://ledger.example", "http://records.example"
+
+
+@pytest.fixture
+def index(database_url: str) -> Iterator[LedgerIndex]:
+    index = LedgerIndex(database_url)
+    index.clear(LEDGER)
+    yield index
+    index.engine.dispose()  # close its connections: the module's database is dropped at the end
+
+
+def claim(batch_id: str, walk: str = "w1", position: int = 0) -> ClaimedBatch:
+    return ClaimedBatch(batch_id, walk, position)
+
+
+def plan(index: LedgerIndex, claimed: ClaimedBatch, record_ids: list[str], sync=RECORDS) -> None:
+    index.plan(LEDGER, sync, claimed, record_ids, body=f"body of {claimed.batch_id}")
+
+
+def ids(*numbers: int) -> list[str]:
+    return [f"r-{n:06d}" for n in numbers]
+
+
+def test_a_planned_batch_holds_its_ids_and_planning_again_changes_nothing(
+    index: LedgerIndex,
+) -> None:
+    plan(index, claim("b-1"), ids(1, 2, 3))
+    plan(index, claim("b-1"), ids(1, 2, 3))
+
+    held = index.holders(LEDGER, ids(1, 2, 3, 4))
+    assert set(held) == set(ids(1, 2, 3))
+    assert {(h.batch_id, h.walk, h.position, h.state) for h in held.values()} == {
+        ("b-1", "w1", 0, BatchState.PLANNED)
+    }
+    assert index.count(LEDGER) == (1, 3)
+    assert index.holders("http://another-ledger", ids(1, 2, 3)) == {}
+
+
+def test_an_id_is_held_by_the_first_batch_that_claims_it(index: LedgerIndex) -> None:
+    plan(index, claim("b-1"), ids(1, 2))
+    plan(index, claim("b-2", position=1), ids(2, 3))
+
+    held = index.holders(LEDGER, ids(1, 2, 3))
+    assert {rid: h.batch_id for rid, h in held.items()} == {
+        ids(1)[0]: "b-1",
+        ids(2)[0]: "b-1",
+        ids(3)[0]: "b-2",
+    }
+
+
+def test_approve_then_applied_leaves_nothing_to_load(index: LedgerIndex) -> None:
+    plan(index, claim("b-1"), ids(1, 2))
+    plan(index, claim("b-2", position=1), ids(3))
+    plan(index, claim("b-9", walk="w2"), ids(9))
+    assert index.to_load(LEDGER, RECORDS) == []  # planned is not loadable
+
+    assert index.approve(LEDGER, "w1") == 2
+    assert [c.batch_id for c in index.to_load(LEDGER, RECORDS)] == ["b-1", "b-2"]
+    assert index.to_load(LEDGER, "http://other-records") == []
+    assert index.body(LEDGER, "b-1") == "body of b-1"
+
+    index.mark_applied(LEDGER, "b-1")
+    with pytest.raises(KeyError):  # applied: nothing left to post
+        index.body(LEDGER, "b-1")
+    assert [c.batch_id for c in index.to_load(LEDGER, RECORDS)] == ["b-2"]
+    assert index.count(LEDGER, BatchState.APPLIED) == (1, 2)
+
+
+def test_release_gives_back_only_planned_claims_of_the_sync(index: LedgerIndex) -> None:
+    plan(index, claim("b-1"), ids(1))
+    index.approve(LEDGER, "w1")
+    plan(index, claim("b-2", walk="w2"), ids(2))
+    plan(index, claim("b-3", walk="w3"), ids(3))
+    plan(index, claim("b-4", walk="w4"), ids(4), sync="http://other-records")
+
+    assert index.release_planned(LEDGER, RECORDS, keep_walk="w3") == 1  # b-2
+    assert set(index.holders(LEDGER, ids(1, 2, 3, 4))) == set(ids(1, 3, 4))
+    assert index.release_planned(LEDGER, RECORDS) == 1  # b-3; b-1 may be in the ledger
+    assert set(index.holders(LEDGER, ids(1, 2, 3, 4))) == set(ids(1, 4))
+
+
+def test_a_replanned_position_replaces_its_unsent_batch(index: LedgerIndex) -> None:
+    plan(index, claim("b-1"), ids(1, 2))
+    plan(index, claim("b-1b"), ids(1))
+
+    assert {rid: h.batch_id for rid, h in index.holders(LEDGER, ids(1, 2)).items()} == {
+        ids(1)[0]: "b-1b"
+    }
+
+
+def test_a_thousand_ids_are_looked_up_in_chunks(index: LedgerIndex) -> None:
+    many = ids(*range(1, 1201))
+    plan(index, claim("b-1"), many)
+    assert len(index.holders(LEDGER, [*many, "r-none"])) == 1200

@@ -1,0 +1,297 @@
+"""What each ledger holds: a durable index of record ids by batch, and a lock per ledger.
+
+Scenario
+    A sync loads records into a ledger whose API answers only "batch applied" or "batch
+    replayed": it cannot say whether it already holds record r-000042. The records service's
+    data lives (records are added anywhere, pages move, an id may be served twice), so a
+    batch built from today's pages differs from yesterday's, and its Idempotency-Key cannot
+    stop a record that was in yesterday's batch from being applied again today.
+
+Solution
+    The sync keeps its own record of what each ledger holds: a row per record id naming the
+    batch that holds it, a row per batch with its state and, until the ledger has it, its
+    body. A batch is claimed (`plan`: `planned`) before anything is sent, becomes `approved`
+    once the run may load (from then on it may be in the ledger), and `applied` once the
+    ledger answered (`mark_applied`). So the index is also an outbox: an approved batch not
+    yet applied is posted again, under the same Idempotency-Key, by whoever loads next, and
+    the ledger replays or applies it. A claim never sent can be given back (`release_planned`:
+    a refused sync, a walk superseded by a new snapshot).
+
+    Why a table (toolkit/database.py), not Prefect's result storage or Redis: result storage
+    is a key/value store of files or objects; an entry per record costs 500 file operations
+    per page and millions of objects, an entry per batch must all be read to answer "is this
+    id held?", which grows with the ledger. Redis would keep a million ids in the memory of a
+    server a laptop does not run. A table keyed on the record id answers "which of these 500
+    ids are held, and by whom?" in one indexed query and claims them in one commit (about
+    3 ms a page on SQLite), keeps nothing in the sync's memory, and stays on disk: SQLite
+    locally (nothing to start), PostgreSQL for workers on several machines, by URL
+    (`RESILIENT_FLOWS_LEDGER_INDEX_URL`).
+
+    `lock(ledger)` keeps one sync per ledger at a time, whatever the deployment, worker or
+    machine, and is freed the moment its holder dies (toolkit/database_lock.py).
+
+How to run
+    index = LedgerIndex("sqlite:////tmp/ledger-index.sqlite")
+    with index.lock(ledger_url):
+        held = index.holders(ledger_url, ["r-000001", "r-000002"])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import sqlalchemy as sa
+
+from toolkit.database import (
+    bulk_insert_ignore,
+    connected,
+    engine_for,
+    insert_ignore,
+    transaction,
+    unavailable_is_transient,
+)
+from toolkit.database_lock import database_lock
+
+IN_CHUNK = 500  # ids per IN (...) query: far below SQLite's and PostgreSQL's parameter limits
+
+
+class BatchState(StrEnum):
+    PLANNED = "planned"  # claimed by a walk, never sent: safe to give back
+    APPROVED = "approved"  # may be in the ledger: post again (a replay) until applied
+    APPLIED = "applied"  # the ledger answered 201 or 200
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The batch that holds a record id, and where in which walk it was planned."""
+
+    batch_id: str
+    walk: str
+    position: int
+    state: BatchState
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    """A batch of a walk: its id, and the position in the walk of the page it comes from."""
+
+    batch_id: str
+    walk: str
+    position: int
+
+
+_metadata = sa.MetaData()
+_batches = sa.Table(
+    "ledger_batches",
+    _metadata,
+    sa.Column("ledger", sa.String(32), primary_key=True),
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("sync", sa.String(32), nullable=False),  # who planned it: one records service
+    sa.Column("walk", sa.String(64), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("body", sa.Text, nullable=True),  # what to post, until the ledger has it
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Index("ledger_batches_walk", "ledger", "walk", "state"),
+)
+_held = sa.Table(
+    "ledger_held",
+    _metadata,
+    sa.Column("ledger", sa.String(32), primary_key=True),
+    sa.Column("record_id", sa.String(255), primary_key=True),
+    sa.Column("batch_id", sa.String(64), nullable=False),
+    sa.Index("ledger_held_batch", "ledger", "batch_id"),
+    sqlite_with_rowid=False,  # the primary key is the table: smaller, one lookup per id
+)
+
+
+_HOLDING_BATCH = (_batches.c.ledger == _held.c.ledger) & (_batches.c.batch_id == _held.c.batch_id)
+
+
+def ledger_key(ledger: str) -> str:
+    """A short, stable key for a ledger (its base URL) in the index and its lock."""
+    return hashlib.sha256(ledger.encode()).hexdigest()[:32]
+
+
+class LedgerIndex:
+    """The index in the database at `url` (`sqlite:///path` or `postgresql+psycopg://...`);
+    cheap to make: the engine behind it is one per URL per process (toolkit/database.py)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def holders(self, ledger: str, record_ids: Sequence[str]) -> dict[str, Holder]:
+        """The holder of each id of `record_ids` that the ledger holds or has claimed."""
+        found: dict[str, Holder] = {}
+        query = (
+            sa.select(_held.c.record_id, _batches.c.batch_id, _batches.c.walk)
+            .add_columns(_batches.c.position, _batches.c.state)
+            .join(_batches, _HOLDING_BATCH)
+        )
+        key = ledger_key(ledger)
+        with connected(self.engine) as conn:
+            for start in range(0, len(record_ids), IN_CHUNK):
+                chunk = list(record_ids[start : start + IN_CHUNK])
+                rows = conn.execute(
+                    query.where(_held.c.ledger == key, _held.c.record_id.in_(chunk))
+                )
+                for record_id, batch_id, walk, position, state in rows:
+                    found[record_id] = Holder(batch_id, walk, position, BatchState(state))
+        return found
+
+    def body(self, ledger: str, batch_id: str) -> str:
+        """What to post for a batch the ledger has not confirmed (the outbox's message)."""
+        query = sa.select(_batches.c.body).where(
+            _batches.c.ledger == ledger_key(ledger), _batches.c.batch_id == batch_id
+        )
+        with connected(self.engine) as conn:
+            body = conn.scalar(query)
+        if body is None:
+            raise KeyError(f"batch {batch_id} has no body to post (applied, or unknown)")
+        return body
+
+    def to_load(self, ledger: str, sync: str) -> list[ClaimedBatch]:
+        """The approved batches of a sync that the ledger has not confirmed, in walk order."""
+        query = (
+            sa.select(_batches.c.batch_id, _batches.c.walk, _batches.c.position)
+            .where(
+                _batches.c.ledger == ledger_key(ledger),
+                _batches.c.sync == ledger_key(sync),
+                _batches.c.state == BatchState.APPROVED,
+            )
+            .order_by(_batches.c.walk, _batches.c.position)
+        )
+        with connected(self.engine) as conn:
+            return [ClaimedBatch(*row) for row in conn.execute(query)]
+
+    def count(self, ledger: str, state: BatchState | None = None) -> tuple[int, int]:
+        """(batches, record ids) the index has for a ledger, in `state` if given."""
+        batches = sa.select(sa.func.count()).select_from(_batches)
+        batches = batches.where(_batches.c.ledger == ledger_key(ledger))
+        held = sa.select(sa.func.count()).select_from(_held).join(_batches, _HOLDING_BATCH)
+        held = held.where(_held.c.ledger == ledger_key(ledger))
+        if state is not None:
+            batches = batches.where(_batches.c.state == state)
+            held = held.where(_batches.c.state == state)
+        with connected(self.engine) as conn:
+            return conn.scalar(batches) or 0, conn.scalar(held) or 0
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def plan(
+        self,
+        ledger: str,
+        sync: str,
+        claim: ClaimedBatch,
+        record_ids: Sequence[str],
+        body: str,
+    ) -> None:
+        """Claim `record_ids` for a batch planned at `claim.position` of `claim.walk`, and keep
+        `body`, what to post, until the ledger has it.
+
+        Idempotent: planning the same batch again changes nothing; a different batch planned
+        earlier at the same position of the same walk (and never sent) is replaced.
+        """
+        key = ledger_key(ledger)
+        with transaction(self.engine) as conn:
+            stale = conn.scalars(
+                sa.select(_batches.c.batch_id).where(
+                    _batches.c.ledger == key,
+                    _batches.c.walk == claim.walk,
+                    _batches.c.position == claim.position,
+                    _batches.c.batch_id != claim.batch_id,
+                    _batches.c.state == BatchState.PLANNED,
+                )
+            ).all()
+            self._delete_batches(conn, key, stale)
+            row = {
+                "ledger": key,
+                "batch_id": claim.batch_id,
+                "sync": ledger_key(sync),
+                "walk": claim.walk,
+                "position": claim.position,
+                "body": body,
+                "state": BatchState.PLANNED,
+            }
+            conn.execute(insert_ignore(self.engine, _batches), [row])
+            held = [(key, record_id, claim.batch_id) for record_id in record_ids]
+            bulk_insert_ignore(conn, _held, ("ledger", "record_id", "batch_id"), held)
+
+    def approve(self, ledger: str, walk: str) -> int:
+        """Let a walk's planned batches be loaded: from now on they may be in the ledger."""
+        approved = {"state": BatchState.APPROVED}
+        return self._update(ledger, approved, walk=walk, state=BatchState.PLANNED)
+
+    def mark_applied(self, ledger: str, batch_id: str) -> None:
+        """The ledger applied (or replayed) the batch: it holds its ids for good."""
+        # Its body is no longer needed: the index keeps ids, not the ledger's contents.
+        self._update(ledger, {"state": BatchState.APPLIED, "body": None}, batch_id=batch_id)
+
+    def release_planned(self, ledger: str, sync: str, keep_walk: str | None = None) -> int:
+        """Give back the claims of a sync's planned, never-sent batches (but `keep_walk`'s)."""
+        key = ledger_key(ledger)
+        query = sa.select(_batches.c.batch_id).where(
+            _batches.c.ledger == key,
+            _batches.c.sync == ledger_key(sync),
+            _batches.c.state == BatchState.PLANNED,
+        )
+        if keep_walk is not None:
+            query = query.where(_batches.c.walk != keep_walk)
+        with transaction(self.engine) as conn:
+            stale = conn.scalars(query).all()
+            self._delete_batches(conn, key, stale)
+        return len(stale)
+
+    def clear(self, ledger: str) -> None:
+        """Forget everything about a ledger (a test's fresh ledger; never used by a sync)."""
+        key = ledger_key(ledger)
+        with transaction(self.engine) as conn:
+            conn.execute(sa.delete(_held).where(_held.c.ledger == key))
+            conn.execute(sa.delete(_batches).where(_batches.c.ledger == key))
+
+    # -- the lock ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, ledger: str) -> Iterator[None]:
+        """Hold the ledger for one sync; wait while another sync holds it."""
+        name, waiting = f"ledger-{ledger_key(ledger)}", f"Another sync holds ledger {ledger}"
+        with unavailable_is_transient(), database_lock(self.engine, name, waiting):
+            yield
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> sa.Engine:
+        return engine_for(self.url, _metadata)
+
+    def _update(self, ledger: str, values: dict[str, object], **where: str) -> int:
+        update = sa.update(_batches).where(_batches.c.ledger == ledger_key(ledger))
+        for column, value in where.items():
+            update = update.where(_batches.c[column] == value)
+        with transaction(self.engine) as conn:
+            return conn.execute(update.values(**values)).rowcount
+
+    @staticmethod
+    def _delete_batches(conn: sa.Connection, key: str, batch_ids: Sequence[str]) -> None:
+        for start in range(0, len(batch_ids), IN_CHUNK):
+            chunk = list(batch_ids[start : start + IN_CHUNK])
+            conn.execute(sa.delete(_held).where(_held.c.ledger == key, _held.c.batch_id.in_(chunk)))
+            conn.execute(
+                sa.delete(_batches).where(_batches.c.ledger == key, _batches.c.batch_id.in_(chunk))
+            )
+
+
+def current_index() -> LedgerIndex:
+    """The index of this process's settings: `RESILIENT_FLOWS_LEDGER_INDEX_URL`, by default
+    a SQLite file beside Prefect's own database in `PREFECT_HOME`."""
+    from prefect.settings import PREFECT_HOME
+
+    from toolkit.config import settings
+
+    url = settings().ledger_index_url or f"sqlite:///{PREFECT_HOME.value()}/ledger-index.sqlite"
+    return LedgerIndex(url)
