@@ -22,22 +22,20 @@ Solution
       no-op   the same command again, same storage and index, nothing changed;
     and once for the whole benchmark the import floor, `python -c "import prefect"` and
     `python -c "import flows.ledger_sync"`: the fixed cost nobody can beat.
-    Each child is timed with `time.perf_counter` around it, and its own peak RSS taken from
-    `os.wait4` (that child's `ru_maxrss`, not RUSAGE_CHILDREN; the server and the sandbox
-    are other processes and not counted). A bare `python -I -S` launcher starts each child:
-    one forked straight from this process, which has imported Prefect, would start its
-    `ru_maxrss` at this process's RSS (see LAUNCHER). Before each child it waits for the
-    Prefect server to go quiet: after a cold run the server goes on digesting its events and
-    task runs for seconds, which on two cores would be timed against the next child
-    (`--no-settle` starts at once); the server's CPU time during each child is reported, as
-    it is part of what a run costs. After every floor, cold and no-op run the ledger must
-    be exact (its total equals the sandbox's expected total, every valid record held exactly
-    once) and a no-op must leave it unchanged; anything else fails the benchmark loudly. The
-    report gives medians, min-max, peak RSS, the HTTP requests each program made
-    (records/rates/ledger, from the sandbox's counters) and the ratios: cold / floor,
-    cold / no-op, the cold run's memory growth from the smallest to the largest size, and
-    what a no-op costs beyond its imports. Every process it started is stopped on the way
-    out, failure and Ctrl-C included.
+    Each child is timed as a whole and its own peak RSS taken, the server and the sandbox
+    not counted (benchmarks/processes.py: how, and why through a bare launcher). Before each
+    child it waits for the Prefect server to go quiet: after a cold run the server goes on
+    digesting its events and task runs for seconds, which on two cores would be timed
+    against the next child (`--no-settle` starts at once); the server's CPU time during
+    each child is reported, as it is part of what a run costs. After every floor, cold and
+    no-op run the ledger must be exact (its total equals the sandbox's expected total,
+    every valid record held exactly once) and a no-op must leave it unchanged; anything
+    else fails the benchmark loudly. The report (benchmarks/report.py) gives medians,
+    min-max, peak RSS, the HTTP requests each program made (records/rates/ledger, from the
+    sandbox's counters) and the ratios: cold / floor, cold / no-op, the cold run's memory
+    growth from the smallest to the largest size, and what a no-op costs beyond its
+    imports. Every process it started is stopped on the way out, failure and Ctrl-C
+    included.
 
 How to run
     make bench                                                    # both benchmarks
@@ -51,26 +49,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 import traceback
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.processes import (
+    BenchmarkError,
+    Measured,
+    SandboxProcess,
+    Series,
+    run_beside_server,
+    sigterm_as_interrupt,
+)
+from benchmarks.report import commands, report
+
 PAGE_SIZE = 500
 DEFAULT_RECORDS = [100_000, 1_000_000]
 QUICK_RECORDS = [10_000]
@@ -86,210 +83,6 @@ IMPORTS = {
 }
 FLOOR, COLD, NOOP = "floor (asyncio+httpx)", "ledger_sync cold", "ledger_sync no-op rerun"
 INDEX_ENV = "RESILIENT_FLOWS_LEDGER_INDEX_URL"
-
-
-class BenchmarkError(RuntimeError):
-    """A child failed, or a ledger was not exact: the figures would mean nothing."""
-
-
-# -- measuring one child process --------------------------------------------------------------
-
-
-@dataclass
-class Measured:
-    seconds: float
-    peak_rss_kib: int
-    server_cpu: float | None = None  # CPU seconds the Prefect server used meanwhile
-    settled: float | None = None  # seconds waited for the server to go quiet before it
-
-
-@dataclass
-class Series:
-    """The repetitions of one program at one record count (None: size-independent)."""
-
-    records: int | None
-    program: str
-    runs: list[Measured] = field(default_factory=list)
-    requests: str = ""  # records/rates/ledger requests of the last repetition
-
-    @property
-    def seconds(self) -> float:
-        return statistics.median(run.seconds for run in self.runs)
-
-    @property
-    def spread(self) -> str:
-        times = [run.seconds for run in self.runs]
-        return f"{min(times):.2f}-{max(times):.2f}"
-
-    @property
-    def rss_mib(self) -> float:
-        return statistics.median(run.peak_rss_kib for run in self.runs) / 1024
-
-    @property
-    def server_cpu(self) -> float | None:
-        figures = [run.server_cpu for run in self.runs if run.server_cpu is not None]
-        return statistics.median(figures) if figures else None
-
-    @property
-    def settled(self) -> float | None:
-        figures = [run.settled for run in self.runs if run.settled is not None]
-        return statistics.median(figures) if figures else None
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no output)"
-    return "\n".join(text.splitlines()[-lines:]) or "(no output)"
-
-
-LAUNCHER = """
-import json, os, subprocess, sys, time
-spec = json.load(sys.stdin)
-with open(spec["log"], "wb") as log:
-    started = time.perf_counter()
-    child = subprocess.Popen(
-        spec["argv"], cwd=spec["cwd"], env=spec["env"],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-    )
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-code = os.waitstatus_to_exitcode(status)
-print(json.dumps({"seconds": seconds, "peak_rss_kib": usage.ru_maxrss, "exit_code": code}))
-"""
-"""Starts one child, times it and takes its own `ru_maxrss` from `os.wait4`.
-
-Why not Popen + wait4 from here: on Linux a child's `ru_maxrss` starts at the RSS of the
-process it was forked from (exec records the old address space's high-water mark), and this
-process has imported Prefect. The launcher is a bare `python -I -S` of a few MiB, below any
-child's own peak, so the figure is the child's.
-"""
-
-
-def run_measured(argv: list[str], env: dict[str, str], log_path: Path, timeout: float) -> Measured:
-    """Run `argv` to completion as a child; its wall time and its own peak RSS (KiB)."""
-    spec = {"argv": argv, "cwd": str(PROJECT_ROOT), "env": env, "log": str(log_path)}
-    launcher = subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", LAUNCHER],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group: stopped with the child, below
-    )
-    try:
-        out, _ = launcher.communicate(json.dumps(spec), timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BenchmarkError(
-            f"{shlex.join(argv)} was killed after {timeout:.0f} s; the end of {log_path}:\n"
-            f"{tail(log_path)}"
-        ) from None
-    finally:
-        if launcher.poll() is None:  # a timeout, Ctrl-C or SIGTERM: nothing outlives us
-            os.killpg(launcher.pid, signal.SIGKILL)
-            launcher.wait()
-    if launcher.returncode != 0 or not out.strip():
-        raise BenchmarkError(f"the launcher of {shlex.join(argv)} failed ({launcher.returncode})")
-    result = json.loads(out)
-    if result["exit_code"] != 0:
-        raise BenchmarkError(
-            f"{shlex.join(argv)} failed (exit code {result['exit_code']}); "
-            f"the end of {log_path}:\n{tail(log_path)}"
-        )
-    return Measured(result["seconds"], result["peak_rss_kib"])
-
-
-# -- the Prefect server's CPU -----------------------------------------------------------------
-
-
-def group_cpu_seconds(pgid: int) -> float | None:
-    """CPU seconds used so far by the processes of a process group (and their reaped children)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, found = 0.0, False
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if int(fields[2]) == pgid:  # fields from the state on: state ppid pgrp ... utime stime
-            found = True
-            total += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
-    return total if found else None
-
-
-def wait_quiet(pgid: int, window: float = 1.0, busy: float = 0.1, limit: float = 120.0) -> float:
-    """Wait until the group uses under `busy` of a CPU over `window` s; the seconds it was busy.
-
-    After a cold run the server goes on digesting its events and task runs for seconds; on
-    two cores a child started meanwhile would be timed against it.
-    """
-    started = time.perf_counter()
-    last = group_cpu_seconds(pgid)
-    while last is not None and time.perf_counter() - started < limit:
-        time.sleep(window)
-        now = group_cpu_seconds(pgid)
-        if now is None or now - last < busy * window:
-            break
-        last = now
-    return max(0.0, time.perf_counter() - started - window)
-
-
-# -- the sandbox process ----------------------------------------------------------------------
-
-
-class SandboxProcess:
-    """`python -m sandbox --records N` in the background, with its control port."""
-
-    def __init__(self, records: int, env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "sandbox", "--records", str(records)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-        )
-        try:
-            line = self.process.stdout.readline() if self.process.stdout else ""
-            if not line:
-                self.process.wait(timeout=10)
-                raise BenchmarkError(
-                    f"python -m sandbox --records {records} exited with code "
-                    f"{self.process.returncode} before serving; the end of {log_path}:\n"
-                    f"{tail(log_path)}"
-                )
-            self.urls: dict[str, str] = json.loads(line)
-        except BaseException:
-            self.stop()
-            raise
-        # Anything it prints later must not fill the pipe and block it.
-        threading.Thread(target=self._drain, args=(self.process.stdout,), daemon=True).start()
-
-    @staticmethod
-    def _drain(stream: TextIO | None) -> None:
-        if stream is not None:
-            for _ in stream:
-                pass
-
-    def control(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        from benchmarks.ledger_sync_vs_httpx import control
-
-        return control(self.urls, path, body)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
 
 
 def exact_ledger(sandbox: SandboxProcess, what: str) -> dict[str, Any]:
@@ -320,9 +113,6 @@ def request_counts(counters: dict[str, Any], before: dict[str, Any] | None = Non
     return f"{count('records')}/{count('rates', 'rates_fallback')}/{count('ledger')}"
 
 
-# -- the benchmark ----------------------------------------------------------------------------
-
-
 @dataclass
 class Bench:
     home: Path
@@ -344,18 +134,13 @@ class Bench:
     def measure(
         self, records: int | None, program: str, argv: list[str], env: dict[str, str], log: Path
     ) -> Measured:
-        pgid = self.server_pgid
-        settled = wait_quiet(pgid) if self.settle and pgid is not None else None
-        before = group_cpu_seconds(pgid) if pgid is not None else None
-        measured = run_measured([sys.executable, *argv], env, log, self.timeout)
-        after = group_cpu_seconds(pgid) if pgid is not None else None
-        if before is not None and after is not None:
-            measured.server_cpu = after - before
-        measured.settled = settled
+        measured = run_beside_server(
+            [sys.executable, *argv], env, log, self.timeout, self.server_pgid, self.settle
+        )
         self.series(records, program).runs.append(measured)
         size = "" if records is None else f"{records:,} records, "
-        quiet = settled is not None and settled >= 0.05
-        waited = f" (after {settled:.1f} s for the server to go quiet)" if quiet else ""
+        quiet = measured.settled is not None and measured.settled >= 0.05
+        waited = f" (after {measured.settled:.1f} s for the server to go quiet)" if quiet else ""
         print(
             f"  {size}{program}: {measured.seconds:.2f} s, {measured.peak_rss_kib / 1024:.0f} MiB"
             f"{waited}",
@@ -417,269 +202,6 @@ def flow_environment(run_dir: Path) -> dict[str, str]:
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(run_dir / "storage"),
         INDEX_ENV: f"sqlite:///{run_dir / 'ledger-index.sqlite'}",
     }
-
-
-# -- the report -------------------------------------------------------------------------------
-
-
-def package_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def git(*args: str) -> str:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return done.stdout
-
-
-def machine() -> list[tuple[str, str]]:
-    cpuinfo = Path("/proc/cpuinfo")
-    models = [
-        line.split(":", 1)[1].strip()
-        for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-        if line.startswith("model name")
-    ]
-    meminfo = Path("/proc/meminfo")
-    mem = next(
-        (
-            f"{int(line.split()[1]) / 1024**2:.1f} GiB"
-            for line in (meminfo.read_text().splitlines() if meminfo.exists() else [])
-            if line.startswith("MemTotal:")
-        ),
-        "unknown",
-    )
-    commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
-    changed = git("status", "--porcelain", "--", "flows", "toolkit", "blocks", "sandbox")
-    code = f"{PROJECT_ROOT} at {commit}" + (
-        f", uncommitted changes: {', '.join(line[3:] for line in changed.splitlines())}"
-        if changed
-        else ", as committed"
-    )
-    return [
-        ("nproc", str(len(os.sched_getaffinity(0)))),
-        ("CPU", models[0] if models else platform.processor() or "unknown"),
-        ("memory", mem),
-        ("Python", f"{platform.python_version()} ({sys.executable})"),
-        ("Prefect", package_version("prefect")),
-        ("httpx", package_version("httpx")),
-        ("flow code", code),
-        ("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
-    ]
-
-
-def commands(api_url: str) -> list[tuple[str, str]]:
-    from deployments.stack import prefect_cli
-
-    py = sys.executable
-    home = "<home>"
-    return [
-        (
-            "every child",
-            f"cwd {PROJECT_ROOT}; PREFECT_HOME={home} PREFECT_API_URL={api_url} "
-            "PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_LOGGING_LEVEL=WARNING "
-            f"PREFECT_RESULTS_LOCAL_STORAGE_PATH={home}/storage unless set below",
-        ),
-        (
-            "server",
-            f"{prefect_cli()} server start --host 127.0.0.1 --port <port> "
-            "(deployments.stack.start_server, once)",
-        ),
-        ("sandbox", f"{py} -m sandbox --records <N> (one process per size, faults off)"),
-        ("blocks", "deployments.stack.register_blocks() + save_sandbox_blocks(urls), per size"),
-        ("floor", f"{py} -c {shlex.quote(FLOOR_CODE)} '<sandbox urls json>'; POST /reset"),
-        (
-            "cold",
-            f"POST /reset; PREFECT_RESULTS_LOCAL_STORAGE_PATH=<run>/storage "
-            f"{INDEX_ENV}=sqlite:///<run>/ledger-index.sqlite {shlex.join([py, *FLOW_ARGS])} "
-            "(<run> a fresh empty directory per repetition)",
-        ),
-        ("no-op", "the cold command again, same <run>, right after its cold run"),
-        *((program, shlex.join([py, *argv])) for program, argv in IMPORTS.items()),
-    ]
-
-
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.1f}x" if b else "n/a"
-
-
-def tables(results: list[Series]) -> tuple[list[list[str]], list[list[str]], list[str]]:
-    by = {(s.records, s.program): s for s in results if s.runs}
-    rows = [
-        [
-            "-" if s.records is None else f"{s.records:,}",
-            s.program,
-            f"{s.seconds:.2f}",
-            s.spread,
-            f"{s.rss_mib:.0f}",
-            "-" if s.server_cpu is None else f"{s.server_cpu:.2f}",
-            "-" if s.settled is None else f"{s.settled:.1f}",
-            s.requests or "-",
-        ]
-        for s in sorted(
-            (s for s in results if s.runs), key=lambda s: (s.records is not None, s.records or 0)
-        )
-    ]
-    sizes = sorted({s.records for s in results if s.records is not None and s.runs})
-    imported = by.get((None, "import flows.ledger_sync"))
-    ratios = []
-    for records in sizes:
-        floor, cold, noop = (by.get((records, p)) for p in (FLOOR, COLD, NOOP))
-        ratios.append(
-            [
-                f"{records:,}",
-                ratio(cold.seconds, floor.seconds) if cold and floor else "n/a",
-                ratio(cold.seconds, noop.seconds) if cold and noop else "n/a",
-                f"{noop.seconds - imported.seconds:+.2f}" if noop and imported else "n/a",
-                ratio(cold.rss_mib, floor.rss_mib) if cold and floor else "n/a",
-            ]
-        )
-    notes = []
-    for program in (COLD, FLOOR):
-        measured = [by[(r, program)] for r in sizes if (r, program) in by]
-        if len(measured) >= 2:
-            small, large = measured[0], measured[-1]
-            notes.append(
-                f"memory growth, {program}: {ratio(large.rss_mib, small.rss_mib)} "
-                f"({small.rss_mib:.0f} MiB at {small.records:,} records -> "
-                f"{large.rss_mib:.0f} MiB at {large.records:,})"
-            )
-        else:
-            notes.append(f"memory growth, {program}: n/a (one size measured)")
-    for records in sizes:
-        noop = by.get((records, NOOP))
-        if noop and noop.settled is not None:
-            notes.append(
-                f"{records:,} records: after a cold run the server stayed busy "
-                f"{noop.settled:.1f} s (median) before the no-op rerun could start on a quiet "
-                "server"
-            )
-    return rows, ratios, notes
-
-
-RESULT_HEADERS = [
-    "records",
-    "program",
-    "median s",
-    "min-max s",
-    "peak RSS MiB",
-    "server CPU s",
-    "waited s",
-    "HTTP rec/rat/led",
-]
-LEGEND = [
-    "median s, min-max s: wall time of the whole process, interpreter start to exit",
-    "peak RSS MiB: the child's own ru_maxrss (os.wait4); the server and sandbox not counted",
-    "server CPU s: CPU time the Prefect server's processes used while the child ran",
-    "waited s: before the child started, how long the server stayed busy (waited for quiet)",
-    "HTTP rec/rat/led: requests to the records, rates (+fallback) and ledger services",
-]
-RATIO_HEADERS = [
-    "records",
-    "cold / floor",
-    "cold / no-op",
-    "no-op - import flows.ledger_sync (s)",
-    "cold RSS / floor RSS",
-]
-
-
-def plain_table(headers: list[str], rows: list[list[str]], left: int = 1) -> str:
-    """Columns aligned; the first `left` ones to the left, the figures to the right."""
-    widths = [max(len(c) for c in column) for column in zip(headers, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            cell.ljust(width) if i < left else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
-
-
-def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(cells) + " |"
-
-    return "\n".join([line(headers), line(["---"] * len(headers)), *map(line, rows)])
-
-
-def report(bench: Bench, api_url: str, args: argparse.Namespace, markdown: bool) -> str:
-    rows, ratios, notes = tables(bench.results)
-    about, cmds = machine(), commands(api_url)
-    title = (
-        f"Whole-process benchmark: records {', '.join(f'{r:,}' for r in args.records)}, "
-        f"repeat {args.repeat}, median of the repetitions"
-    )
-    settling = (
-        "each run started once the server was quiet (under 10 % of a CPU for 1 s)"
-        if bench.settle
-        else "each run started at once, the server possibly still busy (--no-settle)"
-    )
-    if markdown:
-        return "\n".join(
-            [
-                f"# {title}",
-                "",
-                markdown_table(RESULT_HEADERS, rows),
-                "",
-                *(f"- {line}" for line in [*LEGEND, settling]),
-                "",
-                markdown_table(RATIO_HEADERS, ratios),
-                "",
-                *(f"- {note}" for note in notes),
-                "",
-                "## Machine",
-                "",
-                *(f"- {name}: {value}" for name, value in about),
-                "",
-                "## Commands",
-                "",
-                *(f"- {name}: `{value}`" for name, value in cmds),
-                "",
-            ]
-        )
-    width = max(len(name) for name, _ in about + cmds)
-    return "\n".join(
-        [
-            title,
-            "",
-            plain_table(RESULT_HEADERS, rows, left=2),
-            *(f"  {line}" for line in [*LEGEND, settling]),
-            "",
-            plain_table(RATIO_HEADERS, ratios),
-            "",
-            *notes,
-            "",
-            "Machine:",
-            *(f"  {name:<{width}}  {value}" for name, value in about),
-            "Commands:",
-            *(f"  {name:<{width}}  {value}" for name, value in cmds),
-        ]
-    )
-
-
-# -- main -------------------------------------------------------------------------------------
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so that every `finally` stops what it started."""
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -754,10 +276,11 @@ def main(argv: Sequence[str]) -> int:
         failed = exc
 
     api_url = server.api_url if server else "<none>"
-    text = report(bench, api_url, args, markdown=False)
+    cmds = commands(api_url, FLOOR_CODE, FLOW_ARGS, INDEX_ENV, IMPORTS)
+    text = report(bench.results, (FLOOR, COLD, NOOP), cmds, args, markdown=False)
     print(text)
     if args.markdown:
-        args.markdown.write_text(report(bench, api_url, args, markdown=True))
+        args.markdown.write_text(report(bench.results, (FLOOR, COLD, NOOP), cmds, args, True))
         print(f"\nWritten to {args.markdown}")
     if failed is not None:
         what = "interrupted" if isinstance(failed, KeyboardInterrupt) else "FAILED"

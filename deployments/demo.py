@@ -21,6 +21,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 
 from deployments.stack import local_environment, register_blocks, save_sandbox_blocks, start_server
 from sandbox.server import Sandbox
@@ -42,6 +43,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     os.environ.update(local_environment())
+    # The sandbox's ledger lives only as long as the demo, so does the durable record of what
+    # it holds: a later demo's sandbox, on a port an earlier one used, starts empty too.
+    state = tempfile.TemporaryDirectory(prefix="resilient-flows-demo-")
+    os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = f"{state.name}/storage"
+    os.environ["RESILIENT_FLOWS_LEDGER_INDEX_URL"] = f"sqlite:///{state.name}/ledger-index.sqlite"
     server = None
     if not os.environ.get("PREFECT_API_URL"):
         print("Starting a local Prefect server (state in .prefect-home/) ...", flush=True)
@@ -74,6 +80,7 @@ def main(argv: list[str]) -> int:
         sandbox.stop()
         if server is not None:
             server.stop()
+        state.cleanup()
 
 
 def faults_met(counters: dict) -> str:

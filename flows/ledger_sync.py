@@ -87,7 +87,7 @@ def ledger_sync(
         TimeoutPolicy, Field(description="What a timed-out approval means.")
     ] = "reject",
 ) -> SyncSummary | State:
-    """Sync records into the ledger in EUR, exactly once, resuming from checkpoints.
+    """Sync records into the ledger in EUR, once per record, going on from checkpoints.
 
     Args:
       records_api: Name of the HttpService block document of the records service to read.
@@ -99,9 +99,11 @@ def ledger_sync(
 
       ledger_api: Name of the HttpService block document of the ledger service to load into.
 
-      batch_size: Records per page, and so per ledger batch, from 1 to 500.
+      batch_size: Records per page, and so at most per ledger batch, from 1 to 500; a run
+        that goes on with an unfinished sync keeps that sync's page size.
 
-      max_records: Stop after this many records (at least 1); empty: sync all of them.
+      max_records: Sync only the first this many records of the snapshot (at least 1);
+        empty: all of them.
 
       max_rates_age_hours: Hours; when no rates service answers, rates stored by an earlier
         run may stand in if they are younger than this.

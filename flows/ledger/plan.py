@@ -122,23 +122,9 @@ def plan_sync(
                 state.position,
             )
         else:
-            first = fetch_page(upstreams.records, None, min(batch_size, max_records or batch_size))
-            if state is not None and state.covers(first.snapshot, max_records):
-                run.nothing_new = True
-                get_run_logger().info("Nothing new: snapshot %s is synced", first.snapshot)
-                return state
-            rates = resolve_rates(upstreams.rates_sources, first.snapshot, max_rates_age)
-            spec = WalkSpec(
-                records_url=upstreams.records_url,
-                snapshot=first.snapshot,
-                page_size=batch_size,
-                max_records=max_records,
-                rates=rates,
-            )
-            state = SyncState(phase="walking", walk=spec)
-            first_page = save_page(spec, state, first.items, first.next_cursor)
-            run.pages_fetched += 1
-            remember(state, *state_key(upstreams))  # a kill from now on resumes this snapshot
+            state, first_page = begin(upstreams, state, run, batch_size, max_records, max_rates_age)
+            if first_page is None:
+                return state  # nothing new
         # Claims of an earlier walk of this sync that was never sent are stale: give them back.
         index.release_planned(upstreams.ledger_url, upstreams.records_url, state.walk.walk_id)
         try:
@@ -150,6 +136,35 @@ def plan_sync(
             get_run_logger().warning("Snapshot %s expired: a new one begins", state.walk.snapshot)
             state = None
     raise TransientError(f"the records snapshot expired {MAX_SNAPSHOT_RESTARTS + 1} times")
+
+
+def begin(
+    upstreams: Upstreams,
+    done: SyncState | None,
+    run: RunFigures,
+    batch_size: int,
+    max_records: int | None,
+    max_rates_age: timedelta,
+) -> tuple[SyncState, Page | None]:
+    """Fetch the first page: the done sync if it covers the snapshot (and no page), or a new
+    walk of the snapshot and its first page, checkpointed."""
+    first = fetch_page(upstreams.records, None, min(batch_size, max_records or batch_size))
+    run.pages_fetched += 1
+    if done is not None and done.covers(first.snapshot, max_records):
+        run.nothing_new = True
+        get_run_logger().info("Nothing new: snapshot %s is synced", first.snapshot)
+        return done, None
+    spec = WalkSpec(
+        records_url=upstreams.records_url,
+        snapshot=first.snapshot,
+        page_size=batch_size,
+        max_records=max_records,
+        rates=resolve_rates(upstreams.rates_sources, first.snapshot, max_rates_age),
+    )
+    state = SyncState(phase="walking", walk=spec)
+    page = save_page(spec, state, first.items, first.next_cursor)
+    remember(state, *state_key(upstreams))  # a kill from now on resumes this snapshot
+    return state, page
 
 
 def walk(

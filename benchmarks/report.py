@@ -1,0 +1,296 @@
+"""The whole-process benchmark's report: its results as aligned text or as markdown.
+
+Scenario
+    The figures of benchmarks/whole_process.py are worth something only beside the machine,
+    the versions and the exact commands that produced them; and the comparisons a reader is
+    after (cold / floor, cold / no-op, what a no-op costs beyond its imports, how memory grows
+    with the record count) should not be left to mental arithmetic.
+
+Solution
+    tables turns the Series into the results table (median, min-max, peak RSS, server CPU,
+    wait, HTTP requests), the ratios and the notes; machine and commands say where and how it
+    ran; report lays it all out as aligned text (plain_table) or markdown (markdown_table).
+    The program names and commands come from benchmarks/whole_process.py as arguments, not as
+    imports: that module imports this one, and run as `python -m` it is `__main__`, so an
+    import of it from here would be a cycle and a second copy of it.
+
+How to run
+    Not on its own: `python -m benchmarks.whole_process` prints the report, and with
+    `--markdown PATH` writes it as markdown too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from benchmarks.processes import PROJECT_ROOT, Series
+
+
+def package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def git(*args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return done.stdout
+
+
+def machine() -> list[tuple[str, str]]:
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [
+        line.split(":", 1)[1].strip()
+        for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+        if line.startswith("model name")
+    ]
+    meminfo = Path("/proc/meminfo")
+    mem = next(
+        (
+            f"{int(line.split()[1]) / 1024**2:.1f} GiB"
+            for line in (meminfo.read_text().splitlines() if meminfo.exists() else [])
+            if line.startswith("MemTotal:")
+        ),
+        "unknown",
+    )
+    commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    changed = git("status", "--porcelain", "--", "flows", "toolkit", "blocks", "sandbox")
+    code = f"{PROJECT_ROOT} at {commit}" + (
+        f", uncommitted changes: {', '.join(line[3:] for line in changed.splitlines())}"
+        if changed
+        else ", as committed"
+    )
+    return [
+        ("nproc", str(len(os.sched_getaffinity(0)))),
+        ("CPU", models[0] if models else platform.processor() or "unknown"),
+        ("memory", mem),
+        ("Python", f"{platform.python_version()} ({sys.executable})"),
+        ("Prefect", package_version("prefect")),
+        ("httpx", package_version("httpx")),
+        ("flow code", code),
+        ("date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+
+
+def commands(
+    api_url: str,
+    floor_code: str,
+    flow_args: list[str],
+    index_env: str,
+    imports: dict[str, list[str]],
+) -> list[tuple[str, str]]:
+    """Every command the benchmark ran, as a reader would type it to reproduce a figure."""
+    from deployments.stack import prefect_cli
+
+    py = sys.executable
+    home = "<home>"
+    return [
+        (
+            "every child",
+            f"cwd {PROJECT_ROOT}; PREFECT_HOME={home} PREFECT_API_URL={api_url} "
+            "PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_LOGGING_LEVEL=WARNING "
+            f"PREFECT_RESULTS_LOCAL_STORAGE_PATH={home}/storage unless set below",
+        ),
+        (
+            "server",
+            f"{prefect_cli()} server start --host 127.0.0.1 --port <port> "
+            "(deployments.stack.start_server, once)",
+        ),
+        ("sandbox", f"{py} -m sandbox --records <N> (one process per size, faults off)"),
+        ("blocks", "deployments.stack.register_blocks() + save_sandbox_blocks(urls), per size"),
+        ("floor", f"{py} -c {shlex.quote(floor_code)} '<sandbox urls json>'; POST /reset"),
+        (
+            "cold",
+            f"POST /reset; PREFECT_RESULTS_LOCAL_STORAGE_PATH=<run>/storage "
+            f"{index_env}=sqlite:///<run>/ledger-index.sqlite {shlex.join([py, *flow_args])} "
+            "(<run> a fresh empty directory per repetition)",
+        ),
+        ("no-op", "the cold command again, same <run>, right after its cold run"),
+        *((program, shlex.join([py, *argv])) for program, argv in imports.items()),
+    ]
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.1f}x" if b else "n/a"
+
+
+def tables(
+    results: list[Series], programs: tuple[str, str, str]
+) -> tuple[list[list[str]], list[list[str]], list[str]]:
+    """The results table, the ratios table and the notes; `programs`: floor, cold, no-op."""
+    floor_program, cold_program, noop_program = programs
+    by = {(s.records, s.program): s for s in results if s.runs}
+    rows = [
+        [
+            "-" if s.records is None else f"{s.records:,}",
+            s.program,
+            f"{s.seconds:.2f}",
+            s.spread,
+            f"{s.rss_mib:.0f}",
+            "-" if s.server_cpu is None else f"{s.server_cpu:.2f}",
+            "-" if s.settled is None else f"{s.settled:.1f}",
+            s.requests or "-",
+        ]
+        for s in sorted(
+            (s for s in results if s.runs), key=lambda s: (s.records is not None, s.records or 0)
+        )
+    ]
+    sizes = sorted({s.records for s in results if s.records is not None and s.runs})
+    imported = by.get((None, "import flows.ledger_sync"))
+    ratios = []
+    for records in sizes:
+        floor, cold, noop = (by.get((records, p)) for p in programs)
+        ratios.append(
+            [
+                f"{records:,}",
+                ratio(cold.seconds, floor.seconds) if cold and floor else "n/a",
+                ratio(cold.seconds, noop.seconds) if cold and noop else "n/a",
+                f"{noop.seconds - imported.seconds:+.2f}" if noop and imported else "n/a",
+                ratio(cold.rss_mib, floor.rss_mib) if cold and floor else "n/a",
+            ]
+        )
+    notes = []
+    for program in (cold_program, floor_program):
+        measured = [by[(r, program)] for r in sizes if (r, program) in by]
+        if len(measured) >= 2:
+            small, large = measured[0], measured[-1]
+            notes.append(
+                f"memory growth, {program}: {ratio(large.rss_mib, small.rss_mib)} "
+                f"({small.rss_mib:.0f} MiB at {small.records:,} records -> "
+                f"{large.rss_mib:.0f} MiB at {large.records:,})"
+            )
+        else:
+            notes.append(f"memory growth, {program}: n/a (one size measured)")
+    for records in sizes:
+        noop = by.get((records, noop_program))
+        if noop and noop.settled is not None:
+            notes.append(
+                f"{records:,} records: after a cold run the server stayed busy "
+                f"{noop.settled:.1f} s (median) before the no-op rerun could start on a quiet "
+                "server"
+            )
+    return rows, ratios, notes
+
+
+RESULT_HEADERS = [
+    "records",
+    "program",
+    "median s",
+    "min-max s",
+    "peak RSS MiB",
+    "server CPU s",
+    "waited s",
+    "HTTP rec/rat/led",
+]
+LEGEND = [
+    "median s, min-max s: wall time of the whole process, interpreter start to exit",
+    "peak RSS MiB: the child's own ru_maxrss (os.wait4); the server and sandbox not counted",
+    "server CPU s: CPU time the Prefect server's processes used while the child ran",
+    "waited s: before the child started, how long the server stayed busy (waited for quiet)",
+    "HTTP rec/rat/led: requests to the records, rates (+fallback) and ledger services",
+]
+RATIO_HEADERS = [
+    "records",
+    "cold / floor",
+    "cold / no-op",
+    "no-op - import flows.ledger_sync (s)",
+    "cold RSS / floor RSS",
+]
+
+
+def plain_table(headers: list[str], rows: list[list[str]], left: int = 1) -> str:
+    """Columns aligned; the first `left` ones to the left, the figures to the right."""
+    widths = [max(len(c) for c in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            cell.ljust(width) if i < left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    return "\n".join([line(headers), line(["---"] * len(headers)), *map(line, rows)])
+
+
+def report(
+    results: list[Series],
+    programs: tuple[str, str, str],
+    cmds: list[tuple[str, str]],
+    args: argparse.Namespace,
+    markdown: bool,
+) -> str:
+    """The whole report; `programs` as for tables, `cmds` from commands, `args` as parsed."""
+    rows, ratios, notes = tables(results, programs)
+    about = machine()
+    title = (
+        f"Whole-process benchmark: records {', '.join(f'{r:,}' for r in args.records)}, "
+        f"repeat {args.repeat}, median of the repetitions"
+    )
+    settling = (
+        "each run started once the server was quiet (under 10 % of a CPU for 1 s)"
+        if not args.no_settle
+        else "each run started at once, the server possibly still busy (--no-settle)"
+    )
+    if markdown:
+        return "\n".join(
+            [
+                f"# {title}",
+                "",
+                markdown_table(RESULT_HEADERS, rows),
+                "",
+                *(f"- {line}" for line in [*LEGEND, settling]),
+                "",
+                markdown_table(RATIO_HEADERS, ratios),
+                "",
+                *(f"- {note}" for note in notes),
+                "",
+                "## Machine",
+                "",
+                *(f"- {name}: {value}" for name, value in about),
+                "",
+                "## Commands",
+                "",
+                *(f"- {name}: `{value}`" for name, value in cmds),
+                "",
+            ]
+        )
+    width = max(len(name) for name, _ in about + cmds)
+    return "\n".join(
+        [
+            title,
+            "",
+            plain_table(RESULT_HEADERS, rows, left=2),
+            *(f"  {line}" for line in [*LEGEND, settling]),
+            "",
+            plain_table(RATIO_HEADERS, ratios),
+            "",
+            *notes,
+            "",
+            "Machine:",
+            *(f"  {name:<{width}}  {value}" for name, value in about),
+            "Commands:",
+            *(f"  {name:<{width}}  {value}" for name, value in cmds),
+        ]
+    )
