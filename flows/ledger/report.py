@@ -144,7 +144,9 @@ def finish(
     return result
 
 
-def report_of(report: RunReport, state: SyncState | None, summary: SyncSummary, run: RunFigures):
+def report_of(
+    report: RunReport, state: SyncState | None, summary: SyncSummary, run: RunFigures
+) -> RunReport:
     """Fill the run's report from the sync's state and this run's figures."""
     report.figures = summary.figures()
     report.notes += run.notes
