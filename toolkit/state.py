@@ -50,6 +50,8 @@ class Versioned(BaseModel):
 
     KIND: ClassVar[str]
     MIGRATIONS: ClassVar[dict[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {}
+    FIRST_VERSION: ClassVar[int] = 1
+    """The oldest version this kind was ever stored in: older keys are never looked up."""
 
     schema_version: int = STATE_SCHEMA_VERSION
 
@@ -83,7 +85,7 @@ def state_key(model: type[Versioned], parts: tuple[Any, ...], version: int) -> s
 
 def read_state(store: ResultStore, model: type[V], parts: tuple[Any, ...]) -> tuple[V, int] | None:
     """The stored value and the version it was found under, newest version first."""
-    for version in range(STATE_SCHEMA_VERSION, 0, -1):
+    for version in range(STATE_SCHEMA_VERSION, model.FIRST_VERSION - 1, -1):
         key = state_key(model, parts, version)
         try:
             # One read, not exists() then read(): without metadata storage exists() reads too.

@@ -68,8 +68,8 @@ def load_sync(upstreams: Upstreams, index: LedgerIndex, state: SyncState, run: R
 def claimed_batch(index: LedgerIndex, ledger: str, claim: ClaimedBatch) -> Batch:
     """The batch exactly as the walk claimed it: the same id, the same Idempotency-Key."""
     batch = Batch.model_validate_json(index.body(ledger, claim.batch_id))
-    if Batch.of(batch.entries).batch_id != claim.batch_id:
-        raise RuntimeError(f"batch {claim.batch_id}: its stored body gives another batch")
+    if batch.batch_id != claim.batch_id:
+        raise RuntimeError(f"batch {claim.batch_id}: the index holds the body of another one")
     return batch
 
 

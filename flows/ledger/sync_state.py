@@ -64,6 +64,7 @@ class Page(Versioned):
     """One fetched page of a walk, converted: what a resume needs instead of fetching it."""
 
     KIND = "walk-page"
+    FIRST_VERSION = 3
 
     position: int  # 0-based place in the walk
     cursor: str | None  # None for the first page
@@ -115,6 +116,7 @@ class SyncState(Versioned):
     """Where one sync (records service -> ledger) stands; the checkpoint above its pages."""
 
     KIND = "sync"
+    FIRST_VERSION = 3
 
     phase: Phase
     walk: WalkSpec
