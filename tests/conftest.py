@@ -19,8 +19,11 @@ os.environ.update(
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(_SESSION_DIR / "storage"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
-        # A Redis database of the tests' own, emptied before each test (circuit breakers).
-        "RESILIENT_FLOWS_REDIS_URL": "redis://127.0.0.1:6379/15",
+        # A Redis database of the tests' own, emptied before each test (circuit breakers);
+        # RESILIENT_FLOWS_TEST_REDIS_URL gives two suites running side by side one each.
+        "RESILIENT_FLOWS_REDIS_URL": os.environ.get(
+            "RESILIENT_FLOWS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"
+        ),
     }
 )
 
