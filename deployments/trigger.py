@@ -22,11 +22,13 @@ How to run (with PREFECT_API_URL pointing at the server):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
 from uuid import UUID
+
+from toolkit.cli import parse_parameters
+from toolkit.retry import backoff_delays
 
 
 class RunDidNotComplete(Exception):
@@ -54,7 +56,7 @@ def wait(run_id: UUID | str, timeout_seconds: float = 3600, max_interval: float 
     from prefect.client.orchestration import get_client
 
     deadline = time.monotonic() + timeout_seconds
-    interval = 0.5
+    intervals = backoff_delays(0.5, max_interval, jitter=0.0)
     with get_client(sync_client=True) as client:
         while True:
             run = client.read_flow_run(UUID(str(run_id)))
@@ -71,19 +73,7 @@ def wait(run_id: UUID | str, timeout_seconds: float = 3600, max_interval: float 
             if left <= 0:
                 state = run.state.name if run.state else "unknown"
                 raise TimeoutError(f"run {run_id} still {state} after {timeout_seconds} s")
-            time.sleep(min(interval, left))
-            interval = min(interval * 2, max_interval)
-
-
-def _parameters(pairs: list[str]) -> dict[str, Any]:
-    parameters: dict[str, Any] = {}
-    for pair in pairs:
-        name, _, value = pair.partition("=")
-        try:
-            parameters[name] = json.loads(value)
-        except json.JSONDecodeError:
-            parameters[name] = value
-    return parameters
+            time.sleep(min(next(intervals), left))
 
 
 def main(argv: list[str]) -> int:
@@ -103,7 +93,7 @@ def main(argv: list[str]) -> int:
     run_id = (
         args.run_id
         if args.command == "wait"
-        else trigger(args.name, _parameters(args.param), args.key)
+        else trigger(args.name, parse_parameters(args.param), args.key)
     )
     print(run_id, flush=True)
     if args.command == "run" and not args.wait:

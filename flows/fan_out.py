@@ -37,7 +37,6 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-import httpx
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Failed, State
@@ -45,10 +44,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import opaque
 from pydantic import BaseModel, Field
 
-from flows.ledger.models import Batch, LedgerReceipt, RecordsPage, convert
+from flows.ledger.models import Batch, LedgerReceipt, convert
 from flows.ledger.parameters import BatchSize, LedgerApi, RatesApi, RecordsApi
 from flows.ledger.rates import resolve_rates
-from flows.ledger.upstreams import fetch_page, load_batch, open_upstreams
+from flows.ledger.upstreams import iter_pages, load_batch, open_upstreams
+from toolkit.cli import parse_parameters
+from toolkit.retry import describe_failure
 
 MAX_STORED_RATES_AGE = timedelta(hours=24)
 """Rates stored by an earlier run may stand in for a rates service that is down this long."""
@@ -92,26 +93,6 @@ class FanOutResult(BaseModel):
         self.total_eur += outcome.total_eur
 
 
-def describe(exc: BaseException) -> str:
-    """One line for a failed batch; for an HTTP error, the status and the upstream's reason."""
-    if isinstance(exc, httpx.HTTPStatusError):
-        response = exc.response
-        try:
-            reason = response.json().get("error") or response.text
-        except (ValueError, AttributeError):  # not JSON, or not the contract's error object
-            reason = response.text
-        return f"HTTP {response.status_code}: {reason}".strip()
-    return f"{type(exc).__name__}: {exc}"
-
-
-def fetch_all_pages(records: httpx.Client, batch_size: int) -> list[RecordsPage]:
-    """Every page of the current snapshot, one after the other: each cursor is in the last."""
-    pages = [fetch_page(records, None, batch_size)]
-    while pages[-1].next_cursor is not None:
-        pages.append(fetch_page(records, pages[-1].next_cursor, batch_size))
-    return pages
-
-
 def outcome_of(future: PrefectFuture[LedgerReceipt], page: int, batch: Batch) -> BatchOutcome:
     """The outcome of a finished load; a failed one keeps its error instead of raising it."""
     answer = future.result(raise_on_failure=False)
@@ -123,7 +104,9 @@ def outcome_of(future: PrefectFuture[LedgerReceipt], page: int, batch: Batch) ->
     }
     if isinstance(answer, LedgerReceipt):
         return BatchOutcome(**fields, status="replayed" if answer.replayed else "loaded")
-    error = describe(answer) if isinstance(answer, BaseException) else f"{future.state.message}"
+    error = (
+        describe_failure(answer) if isinstance(answer, BaseException) else f"{future.state.message}"
+    )
     return BatchOutcome(**fields, status="failed", error=error)
 
 
@@ -156,7 +139,7 @@ def fan_out_load(
     with open_upstreams(
         records_api=records_api, rates_api=rates_api, ledger_api=ledger_api
     ) as upstreams:
-        pages = fetch_all_pages(upstreams.records, batch_size)
+        pages = list(iter_pages(upstreams.records, batch_size))
         result.snapshot = pages[0].snapshot
         rates = resolve_rates(upstreams.rates_sources, result.snapshot, MAX_STORED_RATES_AGE)
         result.rates_source = rates.source
@@ -205,8 +188,7 @@ def fan_out_load(
 
 def main(argv: list[str]) -> int:
     """`python -m flows.fan_out [name=value ...]`: run once and print the outcome."""
-    parameters = dict(arg.partition("=")[::2] for arg in argv)
-    state = fan_out_load(**parameters, return_state=True)
+    state = fan_out_load(**parse_parameters(argv), return_state=True)
     result = state.result(raise_on_failure=False)
     if isinstance(result, FanOutResult):
         print(result.model_dump_json(indent=2, exclude={"batches"}))

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import sys
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from prefect import flow
 from prefect.states import State
@@ -46,6 +46,7 @@ from flows.ledger.plan import RunFigures, plan_sync
 from flows.ledger.report import COMPLETED_EVENT, SyncSummary, finish, report_of, summarize
 from flows.ledger.upstreams import open_upstreams
 from toolkit.approval import TimeoutPolicy
+from toolkit.cli import parse_parameters
 from toolkit.ledger_index import current_index
 from toolkit.report import RunReport
 from toolkit.retry import end_run_unless_transient
@@ -161,11 +162,7 @@ def main(argv: list[str]) -> int:
     """`python -m flows.ledger_sync [name=value ...]`: run once and print the summary."""
     from prefect.settings import PREFECT_UI_URL
 
-    parameters: dict[str, Any] = {}
-    for arg in argv:
-        name, _, value = arg.partition("=")
-        parameters[name] = value
-    state = ledger_sync(**parameters, return_state=True)
+    state = ledger_sync(**parse_parameters(argv), return_state=True)
     print()
     if state.is_completed():
         summary: SyncSummary = state.result()

@@ -32,7 +32,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -41,7 +40,7 @@ import httpx
 from prefect.logging.loggers import flow_run_logger
 
 from blocks.signed_webhook import SignedWebhook
-from toolkit.retry import checked, is_transient, retry_after_seconds
+from toolkit.retry import call_with_retries, checked, describe_failure, is_transient
 
 SIGNATURE_HEADER = "X-Signature"
 TIMESTAMP_HEADER = "X-Timestamp"
@@ -149,41 +148,38 @@ def deliver(
     body = _encode(payload)
     secret = webhook.secret.get_secret_value().encode()
     host = httpx.URL(webhook.url).host
+
+    def post() -> httpx.Response:  # signed per attempt: a slow retry does not go stale
+        headers = {"Content-Type": "application/json", **signed_headers(secret, body, key)}
+        return checked(client.post(webhook.url, content=body, headers=headers))
+
+    def note(attempt: int, exc: BaseException, wait: float) -> None:
+        log.warning(
+            "Callback %s to %s failed (%s), attempt %d of %d; next in %.2f s",
+            key,
+            host,
+            describe_failure(exc),
+            attempt,
+            webhook.max_attempts,
+            wait,
+        )
+
     with httpx.Client(timeout=webhook.timeout_seconds) as client:
-        for attempt in range(1, webhook.max_attempts + 1):
-            headers = {"Content-Type": "application/json", **signed_headers(secret, body, key)}
-            try:
-                response = checked(client.post(webhook.url, content=body, headers=headers))
-            except Exception as exc:
-                reason = _describe(exc)
-                if not is_transient(exc):
-                    raise DeliveryError(
-                        f"callback {key} refused by {host}: {reason} (permanent: not retried)"
-                    ) from exc
-                if attempt == webhook.max_attempts:
-                    raise DeliveryError(
-                        f"callback {key} to {host} still failing after {attempt} attempts: {reason}"
-                    ) from exc
-                wait = _wait_seconds(attempt, exc)
-                log.warning(
-                    "Callback %s to %s failed (%s), attempt %d of %d; next in %.2f s",
-                    key,
-                    host,
-                    reason,
-                    attempt,
-                    webhook.max_attempts,
-                    wait,
-                )
-                time.sleep(wait)
-            else:
-                log.info(
-                    "Callback %s delivered to %s (HTTP %d, attempt %d)",
-                    key,
-                    host,
-                    response.status_code,
-                    attempt,
-                )
-                return
+        try:
+            response = call_with_retries(
+                post, webhook.max_attempts, BACKOFF_SECONDS, MAX_WAIT_SECONDS, note
+            )
+        except Exception as exc:
+            reason = describe_failure(exc)
+            if not is_transient(exc):
+                raise DeliveryError(
+                    f"callback {key} refused by {host}: {reason} (permanent: not retried)"
+                ) from exc
+            raise DeliveryError(
+                f"callback {key} to {host} still failing after {webhook.max_attempts} "
+                f"attempts: {reason}"
+            ) from exc
+    log.info("Callback %s delivered to %s (HTTP %d)", key, host, response.status_code)
 
 
 def callback_payload(flow: Any, flow_run: Any, state: Any) -> dict[str, Any]:
@@ -229,17 +225,3 @@ def webhook_hooks(block_name: str) -> dict[str, list[StateHook]]:
 def _encode(payload: Mapping[str, Any]) -> bytes:
     # One canonical encoding: the signature covers these exact bytes, sent as they are.
     return json.dumps(payload, separators=(",", ":"), sort_keys=True, default=str).encode()
-
-
-def _describe(exc: Exception) -> str:
-    # Not str(exc): httpx puts the full URL, path and query included, in its messages.
-    if isinstance(exc, httpx.HTTPStatusError):
-        return f"HTTP {exc.response.status_code}"
-    if isinstance(exc, httpx.TransportError):
-        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _wait_seconds(attempt: int, exc: Exception) -> float:
-    backoff = BACKOFF_SECONDS * 2 ** (attempt - 1) * (1 + random.uniform(0, 0.5))
-    return min(max(backoff, retry_after_seconds(exc)), MAX_WAIT_SECONDS)

@@ -9,9 +9,12 @@ Solution: one classification of failures (`is_transient`) and, built on it:
 - `UPSTREAM_RETRY`, the keyword arguments for Prefect's own task retries: exponential backoff
   with jitter, and a `retry_condition_fn` that refuses to retry a permanent error and waits
   out a 429's Retry-After before Prefect's backoff starts;
+- `call_with_retries`, the same policy for code that is not a task (a flow's state hook, a
+  CLI), with `backoff_delays`;
 - `end_run_unless_transient`, for a flow's top level: a transient failure is re-raised so
   Prefect's flow retries resume the run from its checkpoints; a permanent one ends the run
-  as Failed at once (Prefect has no retry condition for flows: see `spend_flow_retries`).
+  as Failed at once (Prefect has no retry condition for flows: see `spend_flow_retries`);
+- `describe_failure`, the one line that names a failure in logs, reports and errors.
 
 How to use:
     @task(**UPSTREAM_RETRY)
@@ -22,14 +25,18 @@ How to use:
 from __future__ import annotations
 
 import email.utils
+import random
 import time
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.states import Failed, State
 from prefect.tasks import exponential_backoff
+
+R = TypeVar("R")
 
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_SECONDS = 60.0
@@ -88,6 +95,60 @@ UPSTREAM_RETRY: dict[str, Any] = {
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": retry_if_transient,
 }
+
+
+def backoff_delays(first: float, cap: float, jitter: float = 0.5) -> Iterator[float]:
+    """first, 2 x first, 4 x first ... each stretched by up to `jitter` of itself, at most cap."""
+    delay = first
+    while True:
+        yield min(delay * (1 + random.uniform(0, jitter)), cap)
+        delay = min(delay * 2, cap)
+
+
+def call_with_retries(
+    call: Callable[[], R],
+    attempts: int,
+    first_delay: float = 0.25,
+    max_delay: float = 10.0,
+    on_retry: Callable[[int, BaseException, float], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> R:
+    """`call()`, again after a transient failure (at most `attempts` in all), never after a
+    permanent one; each wait is the backoff or the Retry-After asked for, whichever is longer.
+
+    `on_retry(attempt, error, wait)` is told before each wait (to log it). The last failure is
+    raised as it is: the caller tells a permanent refusal from exhausted attempts with
+    `is_transient`.
+    """
+    delays = backoff_delays(first_delay, max_delay)
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            wait = min(max(next(delays), retry_after_seconds(exc)), max_delay)
+            if on_retry is not None:
+                on_retry(attempt, exc, wait)
+            sleep(wait)
+    raise ValueError(f"attempts must be at least 1, not {attempts}")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for a failure: an HTTP error's status and the upstream's reason (the contract's
+    `error`, else the start of its body), else the exception's type and message. Never an HTTP
+    error's own text: it names the URL, and webhook URLs often carry a token."""
+    if not isinstance(exc, httpx.HTTPStatusError):
+        message = str(exc)
+        return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    response = exc.response
+    try:
+        body = response.json()
+        reason = body.get("error") if isinstance(body, dict) else None
+    except ValueError:
+        reason = None
+    reason = reason or response.text[:200].strip()
+    return f"HTTP {response.status_code}: {reason}" if reason else f"HTTP {response.status_code}"
 
 
 def end_run_unless_transient(exc: Exception) -> State:

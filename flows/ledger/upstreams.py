@@ -84,6 +84,25 @@ def fetch_page(client: httpx.Client, cursor: str | None, limit: int) -> RecordsP
     return RecordsPage.model_validate(checked(client.get("/records", params=params)).json())
 
 
+class CursorLoop(Exception):
+    """The records service handed out a cursor it had handed out before: its chain loops."""
+
+
+def iter_pages(client: httpx.Client, limit: int) -> Iterator[RecordsPage]:
+    """Every page of the current snapshot, one fetch at a time, each cursor from the last page;
+    `CursorLoop` rather than looping if the service repeats a cursor (ledger_sync's walk does
+    the same from its checkpoints: flows/ledger/plan.py)."""
+    seen: set[str] = set()
+    page = fetch_page(client, None, limit)
+    yield page
+    while page.next_cursor is not None:
+        if page.next_cursor in seen:
+            raise CursorLoop(f"the records service repeated cursor {page.next_cursor!r}")
+        seen.add(page.next_cursor)
+        page = fetch_page(client, page.next_cursor, limit)
+        yield page
+
+
 @task(**UPSTREAM_TASK, task_run_name="load-batch-{batch.batch_id}")
 def load_batch(client: httpx.Client, batch: Batch) -> LedgerReceipt:
     """POST a batch under its Idempotency-Key; a replay (200) means it was already applied."""
