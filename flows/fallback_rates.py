@@ -17,13 +17,13 @@ How to run
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.ledger.rates import resolve_rates
+from flows.ledger.parameters import RatesAgeHours
+from flows.ledger.rates import resolve_rates, stored_rates_age
 from flows.ledger.upstreams import open_upstreams
 
 
@@ -40,9 +40,7 @@ def fallback_rates(
     fallback_rates_api: Annotated[str, Field(description="Secondary rates service block.")] = (
         "sandbox-rates-fallback"
     ),
-    max_stored_age_hours: Annotated[
-        float, Field(gt=0, description="Stored rates younger than this may stand in.")
-    ] = 24.0,
+    max_stored_age_hours: RatesAgeHours = None,
 ) -> RatesAnswer:
     """Get EUR rates from the first source that has them.
 
@@ -53,9 +51,10 @@ def fallback_rates(
         service, asked when the primary fails.
 
       max_stored_age_hours: Hours; when neither service answers, rates stored by an earlier
-        run may stand in if they are younger than this.
+        run may stand in if they are younger than this; empty: the setting
+        RESILIENT_FLOWS_MAX_RATES_AGE_HOURS (24 unless set).
     """
     with open_upstreams(rates_api=rates_api, fallback_rates_api=fallback_rates_api) as upstreams:
-        max_age = timedelta(hours=max_stored_age_hours)
+        max_age = stored_rates_age(max_stored_age_hours)
         rates = resolve_rates(upstreams.rates_sources, None, max_age)
     return RatesAnswer(source=rates.source, currencies=sorted(rates.rates))

@@ -45,14 +45,11 @@ from prefect.utilities.annotations import opaque
 from pydantic import BaseModel, Field
 
 from flows.ledger.models import Batch, LedgerReceipt, convert
-from flows.ledger.parameters import BatchSize, LedgerApi, RatesApi, RecordsApi
-from flows.ledger.rates import resolve_rates
-from flows.ledger.upstreams import iter_pages, load_batch, open_upstreams
+from flows.ledger.parameters import BatchSize, LedgerApi, RatesAgeHours, RatesApi, RecordsApi
+from flows.ledger.rates import resolve_rates, stored_rates_age
+from flows.ledger.upstreams import Upstreams, iter_pages, load_batch, open_upstreams
 from toolkit.cli import parse_parameters
 from toolkit.retry import describe_failure
-
-MAX_STORED_RATES_AGE = timedelta(hours=24)
-"""Rates stored by an earlier run may stand in for a rates service that is down this long."""
 
 
 class BatchOutcome(BaseModel):
@@ -119,6 +116,7 @@ def fan_out_load(
     max_in_flight: Annotated[
         int, Field(ge=1, le=32, description="Most ledger batches loading at the same time.")
     ] = 4,
+    max_rates_age_hours: RatesAgeHours = None,
 ) -> FanOutResult | State:
     """Load every page of the records service into the ledger, `max_in_flight` at a time.
 
@@ -126,55 +124,32 @@ def fan_out_load(
       records_api: Name of the HttpService block document of the records service to read.
 
       rates_api: Name of the HttpService block document of the primary rates service; if it
-        does not answer, rates stored in the last 24 hours stand in.
+        does not answer, rates stored by an earlier run may stand in.
 
       ledger_api: Name of the HttpService block document of the ledger service to load into.
 
       batch_size: Records per page, and so per ledger batch, from 1 to 500.
 
       max_in_flight: Most ledger batches loading at the same time, from 1 to 32.
+
+      max_rates_age_hours: Hours; when the rates service does not answer, rates stored by an
+        earlier run may stand in if they are younger than this; empty: the setting
+        RESILIENT_FLOWS_MAX_RATES_AGE_HOURS (24 unless set).
     """
-    logger = get_run_logger()
     result = FanOutResult()
     with open_upstreams(
         records_api=records_api, rates_api=rates_api, ledger_api=ledger_api
     ) as upstreams:
-        pages = list(iter_pages(upstreams.records, batch_size))
-        result.snapshot = pages[0].snapshot
-        rates = resolve_rates(upstreams.rates_sources, result.snapshot, MAX_STORED_RATES_AGE)
-        result.rates_source = rates.source
-        batches: list[tuple[int, Batch]] = []
-        for number, page in enumerate(pages, start=1):
-            converted = convert(page.items, rates)
-            result.pages += 1
-            result.records += len(page.items)
-            result.quarantined += len(converted.quarantined)
-            result.skipped += len(converted.skipped)
-            if converted.entries:  # a page of invalid records only has nothing to load
-                batches.append((number, Batch.of(converted.entries)))
-
+        batches = plan_batches(upstreams, batch_size, stored_rates_age(max_rates_age_hours), result)
         # By the end of this block as_completed has seen every future finish; an exception
         # escaping it makes the runner cancel the batches not yet loaded.
         with ThreadPoolTaskRunner(max_workers=max_in_flight) as runner:
             submitted: dict[PrefectFuture[LedgerReceipt], tuple[int, Batch]] = {}
             for number, batch in batches:
-                future = runner.submit(
-                    load_batch, {"client": upstreams.ledger, "batch": opaque(batch)}
-                )
-                submitted[future] = (number, batch)
+                load = {"client": upstreams.ledger, "batch": opaque(batch)}
+                submitted[runner.submit(load_batch, load)] = (number, batch)
             for done, future in enumerate(as_completed(list(submitted)), start=1):
-                outcome = outcome_of(future, *submitted[future])
-                result.add(outcome)
-                logger.info(
-                    "Batch %s (page %d) %s%s [%d/%d]",
-                    outcome.batch_id,
-                    outcome.page,
-                    outcome.status,
-                    f": {outcome.error}" if outcome.error else "",
-                    done,
-                    len(submitted),
-                )
-
+                record(result, outcome_of(future, *submitted[future]), done, len(submitted))
     if not result.failures:
         return result
     failed = "; ".join(f"{batch_id} ({error})" for batch_id, error in result.failures.items())
@@ -184,6 +159,41 @@ def fan_out_load(
         f"{result.loaded + result.replayed} are in the ledger; a rerun replays them safely."
     )
     return Failed(message=message, data=result)
+
+
+def plan_batches(
+    upstreams: Upstreams, batch_size: int, max_rates_age: timedelta, result: FanOutResult
+) -> list[tuple[int, Batch]]:
+    """Every page of the snapshot, converted: (page number, batch) for each page that has
+    something to load; the counts go into `result`."""
+    pages = list(iter_pages(upstreams.records, batch_size))
+    result.snapshot = pages[0].snapshot
+    rates = resolve_rates(upstreams.rates_sources, result.snapshot, max_rates_age)
+    result.rates_source = rates.source
+    batches: list[tuple[int, Batch]] = []
+    for number, page in enumerate(pages, start=1):
+        converted = convert(page.items, rates)
+        result.pages += 1
+        result.records += len(page.items)
+        result.quarantined += len(converted.quarantined)
+        result.skipped += len(converted.skipped)
+        if converted.entries:  # a page of invalid records only has nothing to load
+            batches.append((number, Batch.of(converted.entries)))
+    return batches
+
+
+def record(result: FanOutResult, outcome: BatchOutcome, done: int, of: int) -> None:
+    """Count a batch's outcome as it completes, and say so."""
+    result.add(outcome)
+    get_run_logger().info(
+        "Batch %s (page %d) %s%s [%d/%d]",
+        outcome.batch_id,
+        outcome.page,
+        outcome.status,
+        f": {outcome.error}" if outcome.error else "",
+        done,
+        of,
+    )
 
 
 def main(argv: list[str]) -> int:

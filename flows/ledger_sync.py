@@ -32,7 +32,6 @@ How to run
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
 from typing import Annotated
 
 from prefect import flow
@@ -41,20 +40,28 @@ from pydantic import Field
 
 from flows.ledger.decide import Rules, decide
 from flows.ledger.load import load_sync
-from flows.ledger.parameters import BatchSize, EurAmount, LedgerApi, RatesApi, RecordsApi
+from flows.ledger.parameters import (
+    BatchSize,
+    EurAmount,
+    LedgerApi,
+    RatesAgeHours,
+    RatesApi,
+    RecordsApi,
+)
 from flows.ledger.plan import RunFigures, plan_sync
+from flows.ledger.rates import stored_rates_age
 from flows.ledger.report import COMPLETED_EVENT, SyncSummary, finish, report_of, summarize
 from flows.ledger.upstreams import open_upstreams
 from toolkit.approval import TimeoutPolicy
 from toolkit.cli import parse_parameters
 from toolkit.ledger_index import current_index
 from toolkit.report import RunReport
-from toolkit.retry import end_run_unless_transient
+from toolkit.retry import end_run_unless_transient, flow_retry_options
 
 __all__ = ["COMPLETED_EVENT", "SyncSummary", "ledger_sync"]
 
 
-@flow(name="ledger-sync", retries=2, retry_delay_seconds=2, persist_result=False)
+@flow(name="ledger-sync", **flow_retry_options(), persist_result=False)
 def ledger_sync(
     records_api: RecordsApi = "sandbox-records",
     rates_api: RatesApi = "sandbox-rates",
@@ -67,9 +74,7 @@ def ledger_sync(
     max_records: Annotated[
         int | None, Field(ge=1, description="Stop after this many records (all if empty).")
     ] = None,
-    max_rates_age_hours: Annotated[
-        float, Field(gt=0, description="Stored rates younger than this may stand in.")
-    ] = 24.0,
+    max_rates_age_hours: RatesAgeHours = None,
     max_loss_fraction: Annotated[
         float,
         Field(ge=0, le=1, description="Above this share of records lost, fail, loading nothing."),
@@ -107,7 +112,8 @@ def ledger_sync(
         empty: all of them.
 
       max_rates_age_hours: Hours; when no rates service answers, rates stored by an earlier
-        run may stand in if they are younger than this.
+        run may stand in if they are younger than this; empty: the setting
+        RESILIENT_FLOWS_MAX_RATES_AGE_HOURS (24 unless set).
 
       max_loss_fraction: Share of the records that may be lost (a page answering 404, no EUR
         rate), from 0 to 1, e.g. 0.05 for 5 %; above it the run fails, loading nothing.
@@ -141,7 +147,7 @@ def ledger_sync(
         ) as upstreams:
             index = current_index()
             with index.lock(upstreams.ledger_url):
-                rates_age = timedelta(hours=max_rates_age_hours)
+                rates_age = stored_rates_age(max_rates_age_hours)
                 state = plan_sync(upstreams, index, run, batch_size, max_records, rates_age)
                 verdict = decide(upstreams, index, state, run, rules)
                 if verdict is not None:

@@ -6,8 +6,15 @@ alerted differ.
 
 Solution: one pydantic-settings model read from `RESILIENT_FLOWS_*` environment variables
 (or a `.env` file in the working directory); Prefect's own settings (`PREFECT_*`, including
-result storage) stay Prefect's. Flows and toolkit pieces call `settings()` at run time, never
-at import time, and never branch on an environment name.
+result storage) stay Prefect's. Flows and toolkit pieces call `settings()` at run time and
+never branch on an environment name; the one exception is what Prefect fixes when a task or
+a flow is decorated (retries and their backoff), read when toolkit.retry is first imported,
+from the same environment variables.
+
+Tunables sized for production, not for the sandbox, are settings too: how often an upstream
+call is retried and how long it backs off, how often a flow run is retried, how old stored
+rates may be. Their defaults are today's values; `RESILIENT_FLOWS_UPSTREAM_RETRIES=3` and the
+like change them without a code change.
 """
 
 from __future__ import annotations
@@ -40,6 +47,26 @@ class Settings(BaseSettings):
     )
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+    upstream_retries: int = Field(
+        default=8,
+        ge=0,
+        description="Retries of a transient upstream failure (Prefect task retries).",
+    )
+    upstream_backoff_seconds: float = Field(
+        default=0.05,
+        ge=0,
+        description="Backoff factor: retry n waits about factor x 2^n seconds, jittered by half.",
+    )
+    flow_retries: int = Field(
+        default=2, ge=0, description="Retries of a flow run that failed transiently (ledger_sync)."
+    )
+    flow_retry_delay_seconds: float = Field(default=2.0, ge=0)
+    max_rates_age_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="Stored rates younger than this stand in when no rates service answers; "
+        "a flow's own parameter, when given, wins.",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -89,12 +89,34 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     return True
 
 
-UPSTREAM_RETRY: dict[str, Any] = {
-    "retries": 8,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=0.05),
-    "retry_jitter_factor": 0.5,
-    "retry_condition_fn": retry_if_transient,
-}
+def upstream_retry_options() -> dict[str, Any]:
+    """Prefect task retries for an upstream call, from the settings (toolkit/config.py)."""
+    from toolkit.config import settings
+
+    tunables = settings()
+    return {
+        "retries": tunables.upstream_retries,
+        "retry_delay_seconds": exponential_backoff(
+            backoff_factor=tunables.upstream_backoff_seconds
+        ),
+        "retry_jitter_factor": 0.5,
+        "retry_condition_fn": retry_if_transient,
+    }
+
+
+def flow_retry_options() -> dict[str, Any]:
+    """Prefect flow retries of a run that failed transiently, from the settings."""
+    from toolkit.config import settings
+
+    tunables = settings()
+    return {
+        "retries": tunables.flow_retries,
+        "retry_delay_seconds": tunables.flow_retry_delay_seconds,
+    }
+
+
+# Prefect fixes a task's retries when it is decorated: read once, at first import.
+UPSTREAM_RETRY: dict[str, Any] = upstream_retry_options()
 
 
 def backoff_delays(first: float, cap: float, jitter: float = 0.5) -> Iterator[float]:

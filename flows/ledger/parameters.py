@@ -24,3 +24,10 @@ EurAmount = Annotated[
     WithJsonSchema({"type": "number", "minimum": 0}),
 ]
 """An amount of money in EUR, at least 0: a number in the UI form, a Decimal in the flow."""
+
+RatesAgeHours = Annotated[
+    float | None,
+    Field(gt=0, description="Stored rates younger than this (hours) may stand in."),
+]
+"""How old stored rates may be to stand in for the rates services; empty: the setting
+`RESILIENT_FLOWS_MAX_RATES_AGE_HOURS` (24 hours unless set)."""

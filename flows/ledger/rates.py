@@ -32,6 +32,13 @@ def fetch_rates(source: RatesSource) -> Rates:
     return Rates.model_validate({**response.json(), "source": source.name})
 
 
+def stored_rates_age(hours: float | None) -> timedelta:
+    """A flow's `max_rates_age_hours`, or the setting when the flow was given none."""
+    from toolkit.config import settings
+
+    return timedelta(hours=settings().max_rates_age_hours if hours is None else hours)
+
+
 def resolve_rates(sources: list[RatesSource], snapshot: str, max_stored_age: timedelta) -> Rates:
     """The rates of `snapshot`: pinned ones, else the first source that answers, else stored."""
     logger = get_run_logger()
