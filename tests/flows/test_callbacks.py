@@ -1,9 +1,9 @@
 """flows/callbacks.py: signed callbacks from state hooks, counted at a verifying receiver.
 
-The receiver runs on loopback and checks every request the way a real one would (`verify`:
-401 on a bad signature or a stale timestamp), keeps one callback per idempotency key, and
-can be told to answer some requests with an error first. The runs go through a real Prefect
-server (`prefect_server`).
+The receiver (sandbox.receiver) runs on loopback and checks every request the way a real one
+would (`verify`: 401 on a bad signature or a stale timestamp), keeps one callback per
+idempotency key, and can be told to answer some requests with an error first. The runs go
+through a real Prefect server (`prefect_server`).
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -24,73 +21,26 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from toolkit.callbacks import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, signed_headers, verify
+from sandbox.receiver import Receiver
+from tests.helpers.ledger import ROOT
+from toolkit.callbacks import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, signed_headers
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec-5d2a9e71c4-never-log-me"
 MAX_ATTEMPTS = 3
 
 
-class VerifyingReceiver:
-    """A webhook receiver that verifies signatures and answers `script` statuses first."""
-
-    def __init__(self, secret: bytes) -> None:
-        self.requests: list[dict[str, Any]] = []
-        """Every request, in order: its headers, payload, whether it verified, the answer."""
-        self.accepted: dict[str, dict[str, Any]] = {}
-        """Verified callbacks by idempotency key: a retried duplicate is dropped."""
-        self.script: list[int] = []
-        """Statuses to answer verified requests with, first to last; 204 once it is spent."""
-        receiver = self
-        lock = threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                headers = dict(self.headers)
-                verified = verify(secret, headers, body)
-                with lock:
-                    if not verified:
-                        status = 401
-                    elif receiver.script:
-                        status = receiver.script.pop(0)
-                    else:
-                        status = 204
-                        key = headers.get(IDEMPOTENCY_HEADER, "")
-                        receiver.accepted.setdefault(key, json.loads(body))
-                    receiver.requests.append(
-                        {"headers": headers, "body": body, "verified": verified, "status": status}
-                    )
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/callbacks"
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-
-    def statuses(self) -> list[int]:
-        return [request["status"] for request in self.requests]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def receiver(prefect_server: str) -> Iterator[VerifyingReceiver]:
+def receiver(prefect_server: str) -> Iterator[Receiver]:
     """A verifying receiver and the flow's SignedWebhook block document pointing at it."""
     from blocks import SignedWebhook
     from flows.callbacks import CALLBACK_BLOCK
 
-    receiver = VerifyingReceiver(SECRET.encode())
+    receiver = Receiver(secret=SECRET.encode())
     SignedWebhook(
-        url=receiver.url, secret=SecretStr(SECRET), timeout_seconds=5, max_attempts=MAX_ATTEMPTS
+        url=f"{receiver.url}/callbacks",
+        secret=SecretStr(SECRET),
+        timeout_seconds=5,
+        max_attempts=MAX_ATTEMPTS,
     ).save(CALLBACK_BLOCK, overwrite=True)
     yield receiver
     receiver.close()
@@ -123,13 +73,13 @@ def run_logs(run_id: UUID, until: str, timeout: float = 10.0) -> list[str]:
     [(False, "COMPLETED", "Completed"), (True, "FAILED", "Failed")],
 )
 def test_each_run_sends_one_verified_callback_with_its_state(
-    receiver: VerifyingReceiver, fail: bool, state_type: str, state_name: str
+    receiver: Receiver, fail: bool, state_type: str, state_name: str
 ) -> None:
     state, run_id = run(fail=fail)
 
     assert state.type.value == state_type
     assert receiver.statuses() == [204]  # one request, verified, no retry
-    (request,) = receiver.requests
+    (request,) = receiver.received
     assert request["verified"]
     assert request["headers"][IDEMPOTENCY_HEADER] == f"{run_id}:{state_type}"
     payload = receiver.accepted[f"{run_id}:{state_type}"]
@@ -140,21 +90,21 @@ def test_each_run_sends_one_verified_callback_with_its_state(
         assert "failing on purpose" in payload["message"]
 
 
-def test_transient_answers_are_retried_until_delivered(receiver: VerifyingReceiver) -> None:
+def test_transient_answers_are_retried_until_delivered(receiver: Receiver) -> None:
     receiver.script = [503, 503]
 
     state, run_id = run()
 
     assert state.is_completed()
     assert receiver.statuses() == [503, 503, 204]
-    keys = {request["headers"][IDEMPOTENCY_HEADER] for request in receiver.requests}
+    keys = {request["headers"][IDEMPOTENCY_HEADER] for request in receiver.received}
     assert keys == {f"{run_id}:COMPLETED"}  # the same key on every attempt
-    assert all(request["verified"] for request in receiver.requests)  # each signed afresh
+    assert all(request["verified"] for request in receiver.received)  # each signed afresh
     assert list(receiver.accepted) == [f"{run_id}:COMPLETED"]
 
 
 def test_a_receiver_down_for_good_gets_bounded_attempts_and_the_run_stands(
-    receiver: VerifyingReceiver,
+    receiver: Receiver,
 ) -> None:
     receiver.script = [503] * (MAX_ATTEMPTS + 5)
 
@@ -165,7 +115,7 @@ def test_a_receiver_down_for_good_gets_bounded_attempts_and_the_run_stands(
     assert any("not delivered" in message for message in run_logs(run_id, "not delivered"))
 
 
-def test_a_permanent_answer_is_not_retried(receiver: VerifyingReceiver) -> None:
+def test_a_permanent_answer_is_not_retried(receiver: Receiver) -> None:
     receiver.script = [400]
 
     state, run_id = run(fail=True)
@@ -176,7 +126,7 @@ def test_a_permanent_answer_is_not_retried(receiver: VerifyingReceiver) -> None:
 
 
 def test_the_receiver_rejects_forged_altered_and_stale_requests(
-    receiver: VerifyingReceiver,
+    receiver: Receiver,
 ) -> None:
     body = json.dumps({"flow_run_id": "x", "state": "COMPLETED"}).encode()
     genuine = signed_headers(SECRET.encode(), body, "x:COMPLETED")
@@ -188,19 +138,20 @@ def test_the_receiver_rejects_forged_altered_and_stale_requests(
         "unsigned": ({IDEMPOTENCY_HEADER: "x:COMPLETED"}, body),
     }
 
+    url = f"{receiver.url}/callbacks"
     with httpx.Client() as client:
         answers = {
-            name: client.post(receiver.url, content=content, headers=headers).status_code
+            name: client.post(url, content=content, headers=headers).status_code
             for name, (headers, content) in attempts.items()
         }
-        genuine_answer = client.post(receiver.url, content=body, headers=genuine).status_code
+        genuine_answer = client.post(url, content=body, headers=genuine).status_code
 
     assert answers == dict.fromkeys(attempts, 401)
     assert genuine_answer == 204  # the receiver is not simply refusing everything
     assert list(receiver.accepted) == ["x:COMPLETED"]
 
 
-def test_the_secret_never_reaches_the_runs_logs(receiver: VerifyingReceiver) -> None:
+def test_the_secret_never_reaches_the_runs_logs(receiver: Receiver) -> None:
     receiver.script = [503]  # a retry logs too
 
     for fail in (False, True):
@@ -246,7 +197,7 @@ dies()
 """
 
 
-def test_a_crashed_run_sends_its_callback(receiver: VerifyingReceiver) -> None:
+def test_a_crashed_run_sends_its_callback(receiver: Receiver) -> None:
     from flows.callbacks import CALLBACK_BLOCK
 
     # A BaseException (not an Exception) is what Prefect reports as Crashed; in a process of
@@ -264,4 +215,4 @@ def test_a_crashed_run_sends_its_callback(receiver: VerifyingReceiver) -> None:
     assert receiver.statuses() == [204]
     (payload,) = receiver.accepted.values()
     assert payload["state"] == "CRASHED" and payload["flow_name"] == "callbacks-crash"
-    assert receiver.requests[0]["headers"][IDEMPOTENCY_HEADER].endswith(":CRASHED")
+    assert receiver.received[0]["headers"][IDEMPOTENCY_HEADER].endswith(":CRASHED")

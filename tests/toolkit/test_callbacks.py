@@ -1,8 +1,4 @@
-"""toolkit/callbacks.py: what a receiver accepts and what it rejects, without a network.
-
-(Not named test_callbacks.py: tests/flows/test_callbacks.py has that basename, and these test
-folders are not packages, so pytest would refuse to collect two modules of the same name.)
-"""
+"""toolkit/callbacks.py: what a receiver accepts and what it rejects, without a network."""
 
 from __future__ import annotations
 
