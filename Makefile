@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: venv browser demo test lint format lock clean bench up
+.PHONY: venv browser services demo test lint format lock clean bench up
 
 venv: $(STAMP)
 
@@ -29,7 +29,19 @@ browser:
 		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-test: venv browser
+# Debian's redis-server and PostgreSQL server programs, from which the tests start a Redis and
+# a PostgreSQL of their own when none answers on 127.0.0.1:6379 / 127.0.0.1:5432
+# (tests/helpers/services.py); installed with apt only when missing.
+services:
+	@{ command -v redis-server && { ls /usr/lib/postgresql/*/bin/initdb || command -v initdb; }; } \
+		>/dev/null 2>&1 || { \
+		command -v apt-get >/dev/null || { echo "no apt-get: install redis-server and" \
+			"PostgreSQL's server programs (initdb on PATH) yourself"; exit 0; }; \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq redis-server postgresql; }
+
+test: venv browser services
 	$(BIN)/ruff check .
 	$(BIN)/python -m deployments check
 	$(BIN)/python -m pytest $(ARGS)

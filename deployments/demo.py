@@ -6,12 +6,15 @@ and leaves the ledger exact.
 Solution: start the project's sandbox upstream with faults on (5xx, 429, dropped connections,
 including drops after the ledger applied a POST), a local Prefect server (SQLite under
 `.prefect-home/`, unless `PREFECT_API_URL` names one), register the blocks, point the default
-block documents at the sandbox, run `ledger_sync`, and compare the ledger with the total the
-sandbox expects. Everything started is stopped; the exit code is 0 only if the ledger is exact.
+block documents at the sandbox, run `ledger_sync` (`python -m flows.ledger_sync`: a progress
+bar per phase and only the warnings and errors of its logs, every line with `--verbose`), and
+compare the ledger with the total the sandbox expects. Everything started is stopped; the
+exit code is 0 only if the ledger is exact.
 
 How to run:
     make demo                      # or: .venv/bin/python -m deployments.demo --records 5000
     make demo ARGS=--keep          # keep the server up afterwards to browse the run in the UI
+    make demo ARGS=--verbose       # every log line of the run (one per task run)
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--invalid-fraction", type=float, default=0.04)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--keep", action="store_true", help="keep the server up until Ctrl-C")
+    parser.add_argument("--verbose", action="store_true", help="every log line of the run")
     args = parser.parse_args(argv)
 
     os.environ.update(local_environment())
@@ -63,10 +67,8 @@ def main(argv: list[str]) -> int:
         print(f"Syncing {args.records} records through a faulty sandbox ...", flush=True)
         # A process of its own, like a deployment run: its logs and events are flushed to the
         # server when it exits, before the server is stopped.
-        run = subprocess.run(
-            [sys.executable, "-m", "flows.ledger_sync", f"batch_size={args.batch_size}"],
-            check=False,
-        )
+        sync = [sys.executable, "-m", "flows.ledger_sync", f"batch_size={args.batch_size}"]
+        run = subprocess.run([*sync, *(["--verbose"] if args.verbose else [])], check=False)
         check = check_ledger(sandbox.dataset.expected_entries(), sandbox.ledger_state())
         print(f"Faults met:   {faults_met(sandbox.counters())}")
         print(f"Ledger exact: {'yes' if check.exact else 'NO'} ({check})")

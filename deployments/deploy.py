@@ -8,7 +8,8 @@ block register -m blocks`), create the work pools the chosen deployments use tha
 lacks (known pools only), then `prefect --no-prompt deploy` them: by default every deployment
 on the process pool, with `--docker` every Docker variant (after creating the Prefect
 variables that name the image, if missing), or the ones named. Each step is idempotent;
-`PREFECT_API_AUTH_STRING` in the environment authenticates every call.
+`PREFECT_API_AUTH_STRING` in the environment authenticates every call. On its own it shows
+Prefect's deploy panels; `deploy(..., log=file)` (what `up` calls) writes them to a file.
 
 How to run:
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m deployments deploy
@@ -22,7 +23,7 @@ import argparse
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
@@ -50,7 +51,7 @@ def pool_of(deployment: dict[str, Any]) -> str:
     return (deployment.get("work_pool") or {}).get("name")
 
 
-def ensure_work_pools(pools: set[str]) -> list[str]:
+def ensure_work_pools(pools: set[str], log: TextIO | None = None) -> list[str]:
     """Create the missing work pools among `pools`; the names of those created."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -62,19 +63,53 @@ def ensure_work_pools(pools: set[str]) -> list[str]:
             try:
                 client.create_work_pool(WorkPoolCreate(name=name, type=KNOWN_WORK_POOLS[name]))
                 created.append(name)
+                print(f"created work pool {name}", file=log)  # None: the terminal
             except ObjectAlreadyExists:
                 pass
     return created
 
 
-def ensure_docker_variables() -> None:
+def ensure_docker_variables(log: TextIO | None = None) -> None:
     """Create the image-naming variables the server lacks; never overwrite a user's value."""
     from prefect.variables import Variable
 
     for name, default in DOCKER_VARIABLES.items():
         if Variable.get(name) is None:
             Variable.set(name, default)
-            print(f"created variable {name}={default}")
+            print(f"created variable {name}={default}", file=log)  # None: the terminal
+
+
+def deploy(
+    names: list[str], docker: bool, log: TextIO | None = None
+) -> tuple[int, list[dict[str, Any]]]:
+    """Check prefect.yaml, then blocks, work pools, the chosen deployments and the crashed-run
+    automation on the server; (exit code, the deployments deployed). What it says, and all
+    of `prefect deploy`'s output, goes to `log` (a file) if given, else to the terminal."""
+    path = PROJECT_ROOT / "prefect.yaml"
+    problems = check_file(path)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1, []
+    selected = select(path, names, docker)
+    register_blocks()
+    ensure_work_pools({pool_of(d) for d in selected}, log)
+    if any(KNOWN_WORK_POOLS[pool_of(d)] == "docker" for d in selected):
+        ensure_docker_variables(log)
+    if log is not None:
+        log.flush()  # before `prefect deploy` writes to the same file
+    selection = [arg for d in selected for arg in ("--name", d["name"])]
+    deployed = subprocess.run(
+        [prefect_cli(), "--no-prompt", "deploy", *selection],
+        cwd=PROJECT_ROOT,
+        check=False,
+        stdout=log,
+        stderr=None if log is None else subprocess.STDOUT,
+    )
+    if deployed.returncode != 0:
+        return deployed.returncode, []
+    if install_crash_detection():
+        print(f"installed automation {AUTOMATION_NAME!r} (crashed-run detection)", file=log)
+    return 0, selected
 
 
 def main(argv: list[str]) -> int:
@@ -84,26 +119,10 @@ def main(argv: list[str]) -> int:
         "--docker", action="store_true", help="the Docker variants instead (needs Docker)"
     )
     args = parser.parse_args(argv)
-    path = PROJECT_ROOT / "prefect.yaml"
-    problems = check_file(path)
-    if problems:
-        print("\n".join(problems), file=sys.stderr)
-        return 1
-    selected = select(path, args.names, args.docker)
-    register_blocks()
-    for pool in ensure_work_pools({pool_of(d) for d in selected}):
-        print(f"created work pool {pool}")
-    if any(KNOWN_WORK_POOLS[pool_of(d)] == "docker" for d in selected):
-        ensure_docker_variables()
-    selection = [arg for d in selected for arg in ("--name", d["name"])]
-    deployed = subprocess.run(
-        [prefect_cli(), "--no-prompt", "deploy", *selection], cwd=PROJECT_ROOT, check=False
-    )
-    if deployed.returncode != 0:
-        return deployed.returncode
-    if install_crash_detection():
-        print(f"installed automation {AUTOMATION_NAME!r} (crashed-run detection)")
-    return 0
+    # On its own, deploy shows Prefect's panels: they say how to start a worker, which is
+    # the user's next step here (`up` keeps them in its log: it starts the workers itself).
+    code, _ = deploy(args.names, args.docker)
+    return code
 
 
 if __name__ == "__main__":

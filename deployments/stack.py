@@ -40,10 +40,12 @@ def prefect_cli() -> str:
 
 
 def local_environment(home: Path = LOCAL_HOME) -> dict[str, str]:
-    """Environment of a local stack: project-local state, no telemetry."""
+    """Environment of a local stack: project-local state, no telemetry (the server's, and the
+    client's, whose first-run notice would otherwise open `make up` and `make demo`)."""
     return {
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "storage"),
     }
 

@@ -8,10 +8,13 @@ Solution:
 - `trigger(name, parameters, idempotency_key)` creates a flow run of the deployment with
   Prefect's idempotency key (a key already used for that deployment returns the existing
   run) and returns the run id at once;
-- `wait(run_id, timeout_seconds)` polls the run with exponential backoff (0.5 s doubling to
-  10 s) until it is final; a completed run gives its result (if the flow persists it), any
-  other final state raises `RunDidNotComplete` with the state's name and message, and the
-  overall timeout raises `TimeoutError`.
+- `poll(run_id, timeout_seconds)` reads the run with exponential backoff (0.5 s doubling to
+  10 s) until it is final or the time is up, and `wait` turns that into an answer: a
+  completed run gives its result (if the flow persists it), any other final state raises
+  `RunDidNotComplete` with the state's name and message, the overall timeout `TimeoutError`;
+- the CLI prints the run id on stdout at once (and, once the run is over, its result), and
+  with `--wait` its link on stderr, then how it ended: the final state and the link to the
+  run in the UI (`closing`); the exit code is 1 unless the run completed.
 
 How to run (with PREFECT_API_URL pointing at the server):
     python -m deployments.trigger run fire-and-forget/fire-and-forget --key order-42 \\
@@ -24,11 +27,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from toolkit.cli import parse_parameters
 from toolkit.retry import backoff_delays
+from toolkit.terminal import run_link
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.states import State
 
 
 class RunDidNotComplete(Exception):
@@ -51,8 +59,8 @@ def trigger(
     return run.id
 
 
-def wait(run_id: UUID | str, timeout_seconds: float = 3600, max_interval: float = 10.0) -> Any:
-    """Poll until the run is final; its result, or `RunDidNotComplete`, or `TimeoutError`."""
+def poll(run_id: UUID | str, timeout_seconds: float = 3600, max_interval: float = 10.0) -> FlowRun:
+    """The run once its state is final, or as it was when `timeout_seconds` had passed."""
     from prefect.client.orchestration import get_client
 
     deadline = time.monotonic() + timeout_seconds
@@ -60,20 +68,40 @@ def wait(run_id: UUID | str, timeout_seconds: float = 3600, max_interval: float 
     with get_client(sync_client=True) as client:
         while True:
             run = client.read_flow_run(UUID(str(run_id)))
-            if run.state is not None and run.state.is_final():
-                if not run.state.is_completed():
-                    raise RunDidNotComplete(
-                        f"run {run_id} ended {run.state.name}: {run.state.message}"
-                    )
-                try:
-                    return run.state.result()
-                except Exception:  # the flow does not persist its result
-                    return None
             left = deadline - time.monotonic()
-            if left <= 0:
-                state = run.state.name if run.state else "unknown"
-                raise TimeoutError(f"run {run_id} still {state} after {timeout_seconds} s")
+            if (run.state is not None and run.state.is_final()) or left <= 0:
+                return run
             time.sleep(min(next(intervals), left))
+
+
+def wait(run_id: UUID | str, timeout_seconds: float = 3600, max_interval: float = 10.0) -> Any:
+    """Poll until the run is final; its result, or `RunDidNotComplete`, or `TimeoutError`."""
+    state = poll(run_id, timeout_seconds, max_interval).state
+    if state is None or not state.is_final():
+        name = state.name if state else "unknown"
+        raise TimeoutError(f"run {run_id} still {name} after {timeout_seconds} s")
+    if not state.is_completed():
+        raise RunDidNotComplete(f"run {run_id} ended {state.name}: {state.message}")
+    return result_of(state)
+
+
+def result_of(state: State) -> Any:
+    """A completed run's result; None if the flow does not persist it."""
+    try:
+        return state.result()
+    except Exception:  # no persisted result to read
+        return None
+
+
+def closing(state: State | None, link: str | None, timeout_seconds: float) -> tuple[int, str]:
+    """The exit code of `run --wait` and its last lines: how the run ended (the final state,
+    with its message), or that it is still going; then its link in the UI."""
+    where = link or "(this server has no UI)"
+    if state is None or not state.is_final():
+        name = state.name if state else "unknown"
+        return 1, f"still {name} after {timeout_seconds:g} s (it goes on): {where}"
+    ended = f"{state.name}: {state.message}" if state.message else state.name
+    return (0 if state.is_completed() else 1), f"{ended}\n{where}"
 
 
 def main(argv: list[str]) -> int:
@@ -95,17 +123,17 @@ def main(argv: list[str]) -> int:
         if args.command == "wait"
         else trigger(args.name, parse_parameters(args.param), args.key)
     )
-    print(run_id, flush=True)
+    print(run_id, flush=True)  # stdout: the id, for scripts
     if args.command == "run" and not args.wait:
         return 0
-    try:
-        result = wait(run_id, args.timeout)
-    except (RunDidNotComplete, TimeoutError) as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if result is not None:
-        print(result)
-    return 0
+    link = run_link(run_id)
+    print(f"Waiting up to {args.timeout:g} s: {link or run_id}", file=sys.stderr, flush=True)
+    state = poll(run_id, args.timeout).state
+    if state is not None and state.is_completed() and (result := result_of(state)) is not None:
+        print(result, flush=True)  # stdout: the result, for scripts
+    code, words = closing(state, link, args.timeout)
+    print(words, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

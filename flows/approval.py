@@ -7,8 +7,9 @@ Scenario
 Solution
     `toolkit.approval.request_approval` (the one ledger_sync uses): an alert through the
     configured notification block, then `pause_flow_run` with a typed form (`approved`,
-    `reason`, `approver`) behind the run's Resume button; on timeout the policy decides and
-    a second alert says so. A refusal ends the run as `Rejected`, having done nothing.
+    `reason`, `approver`; approving needs the approver's name) behind the run's Resume
+    button; on timeout the policy decides and a second alert says so. A refusal ends the
+    run as `Rejected`, having done nothing.
 
 How to run
     python -c "from flows.approval import approve_payment; approve_payment(amount_eur=5000)"
@@ -31,13 +32,11 @@ from toolkit.approval import TimeoutPolicy, request_approval
 
 @flow(name="approval")
 def approve_payment(
-    amount_eur: Annotated[EurAmount, Field(description="The payment, in EUR.")],
+    amount_eur: EurAmount,
     # 1000, not Decimal("1000"): Prefect writes a Decimal default into the form as text.
-    approval_above_eur: Annotated[
-        EurAmount, Field(description="Payments above this wait for approval.")
-    ] = 1000,
-    timeout_seconds: Annotated[int, Field(ge=1, description="How long to wait.")] = 3600,
-    on_timeout: Annotated[TimeoutPolicy, Field(description="What silence means.")] = "reject",
+    approval_above_eur: EurAmount = 1000,
+    timeout_seconds: Annotated[int, Field(ge=1)] = 3600,
+    on_timeout: TimeoutPolicy = "reject",
 ) -> str | State:
     """Pay `amount_eur`, after a person's approval if it is above the threshold.
 
@@ -59,5 +58,5 @@ def approve_payment(
             on_timeout,
         )
         if not decision.approved:
-            return Cancelled(name="Rejected", message=f"Rejected by {decision.approver}")
+            return Cancelled(name="Rejected", message=f"Rejected by {decision.decided_by}")
     return f"paid {amount_eur} EUR"

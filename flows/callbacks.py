@@ -25,10 +25,7 @@ How to run
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from prefect import flow, task
-from pydantic import Field
 
 from toolkit.callbacks import webhook_hooks
 
@@ -47,9 +44,7 @@ def count_words(text: str) -> int:
 
 @flow(name="callbacks", **webhook_hooks(CALLBACK_BLOCK))
 def notify_on_finish(
-    fail: Annotated[
-        bool, Field(description="Fail on purpose, to see the failure callback.")
-    ] = False,
+    fail: bool = False,
 ) -> int:
     """Count some words; the hooks report the run's final state to the webhook.
 

@@ -38,11 +38,9 @@ class BreakerTally(BaseModel):
 
 @flow(name="circuit-breaker")
 def circuit_breaker(
-    service: Annotated[str, Field(description="HttpService block document to call.")] = (
-        "sandbox-rates"
-    ),
-    path: Annotated[str, Field(description="Path and query to GET.")] = "/rates?base=EUR",
-    calls: Annotated[int, Field(ge=1, le=1000, description="How many calls to make.")] = 10,
+    service: str = "sandbox-rates",
+    path: str = "/rates?base=EUR",
+    calls: Annotated[int, Field(ge=1, le=1000)] = 10,
 ) -> BreakerTally:
     """Call a service `calls` times through its shared circuit breaker and tally the outcomes.
 

@@ -17,10 +17,8 @@ How to run
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from prefect import flow
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from flows.ledger.parameters import RatesAgeHours
 from flows.ledger.rates import resolve_rates, stored_rates_age
@@ -34,12 +32,8 @@ class RatesAnswer(BaseModel):
 
 @flow(name="fallback-rates")
 def fallback_rates(
-    rates_api: Annotated[str, Field(description="Primary rates service block.")] = (
-        "sandbox-rates"
-    ),
-    fallback_rates_api: Annotated[str, Field(description="Secondary rates service block.")] = (
-        "sandbox-rates-fallback"
-    ),
+    rates_api: str = "sandbox-rates",
+    fallback_rates_api: str = "sandbox-rates-fallback",
     max_stored_age_hours: RatesAgeHours = None,
 ) -> RatesAnswer:
     """Get EUR rates from the first source that has them.

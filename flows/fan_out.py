@@ -45,7 +45,7 @@ from prefect.utilities.annotations import opaque
 from pydantic import BaseModel, Field
 
 from flows.ledger.models import Batch, LedgerReceipt, convert
-from flows.ledger.parameters import BatchSize, LedgerApi, RatesAgeHours, RatesApi, RecordsApi
+from flows.ledger.parameters import BatchSize, RatesAgeHours
 from flows.ledger.rates import resolve_rates, stored_rates_age
 from flows.ledger.upstreams import Upstreams, iter_pages, load_batch, open_upstreams
 from toolkit.cli import parse_parameters
@@ -109,13 +109,11 @@ def outcome_of(future: PrefectFuture[LedgerReceipt], page: int, batch: Batch) ->
 
 @flow(name="fan-out-load", persist_result=False)
 def fan_out_load(
-    records_api: RecordsApi = "sandbox-records",
-    rates_api: RatesApi = "sandbox-rates",
-    ledger_api: LedgerApi = "sandbox-ledger",
+    records_api: str = "sandbox-records",
+    rates_api: str = "sandbox-rates",
+    ledger_api: str = "sandbox-ledger",
     batch_size: BatchSize = 100,
-    max_in_flight: Annotated[
-        int, Field(ge=1, le=32, description="Most ledger batches loading at the same time.")
-    ] = 4,
+    max_in_flight: Annotated[int, Field(ge=1, le=32)] = 4,
     max_rates_age_hours: RatesAgeHours = None,
 ) -> FanOutResult | State:
     """Load every page of the records service into the ledger, `max_in_flight` at a time.

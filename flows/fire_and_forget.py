@@ -28,8 +28,8 @@ from pydantic import Field
 
 @flow(name="fire-and-forget", persist_result=True)
 def slow_job(
-    seconds: Annotated[float, Field(ge=0, le=3600, description="How long the job works.")] = 3.0,
-    fail: Annotated[bool, Field(description="Fail at the end, to show the error path.")] = False,
+    seconds: Annotated[float, Field(ge=0, le=3600)] = 3.0,
+    fail: bool = False,
 ) -> str:
     """Work for a while; return a receipt, or fail on request.
 

@@ -36,11 +36,9 @@ class RecordCount(BaseModel):
 
 @flow(name="graceful-degradation")
 def count_records(
-    records_api: Annotated[str, Field(description="Records service block.")] = "sandbox-records",
-    page_size: Annotated[int, Field(ge=1, le=500, description="Records per page.")] = 100,
-    max_loss_fraction: Annotated[
-        float, Field(ge=0, le=1, description="Above this share lost, fail instead.")
-    ] = 0.2,
+    records_api: str = "sandbox-records",
+    page_size: Annotated[int, Field(ge=1, le=500)] = 100,
+    max_loss_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2,
 ) -> RecordCount | State:
     """Count the records of the current snapshot, as far as the service lets us.
 

@@ -40,14 +40,7 @@ from pydantic import Field
 
 from flows.ledger.decide import Rules, decide
 from flows.ledger.load import load_sync
-from flows.ledger.parameters import (
-    BatchSize,
-    EurAmount,
-    LedgerApi,
-    RatesAgeHours,
-    RatesApi,
-    RecordsApi,
-)
+from flows.ledger.parameters import BatchSize, EurAmount, RatesAgeHours
 from flows.ledger.plan import RunFigures, plan_sync
 from flows.ledger.rates import stored_rates_age
 from flows.ledger.report import COMPLETED_EVENT, SyncSummary, finish, report_of, summarize
@@ -63,35 +56,18 @@ __all__ = ["COMPLETED_EVENT", "SyncSummary", "ledger_sync"]
 
 @flow(name="ledger-sync", **flow_retry_options(), persist_result=False)
 def ledger_sync(
-    records_api: RecordsApi = "sandbox-records",
-    rates_api: RatesApi = "sandbox-rates",
-    fallback_rates_api: Annotated[
-        str | None,
-        Field(description="HttpService block document of the secondary rates service."),
-    ] = "sandbox-rates-fallback",
-    ledger_api: LedgerApi = "sandbox-ledger",
+    records_api: str = "sandbox-records",
+    rates_api: str = "sandbox-rates",
+    fallback_rates_api: str | None = "sandbox-rates-fallback",
+    ledger_api: str = "sandbox-ledger",
     batch_size: BatchSize = 200,
-    max_records: Annotated[
-        int | None, Field(ge=1, description="Stop after this many records (all if empty).")
-    ] = None,
+    max_records: Annotated[int | None, Field(ge=1)] = None,
     max_rates_age_hours: RatesAgeHours = None,
-    max_loss_fraction: Annotated[
-        float,
-        Field(ge=0, le=1, description="Above this share of records lost, fail, loading nothing."),
-    ] = 0.05,
-    approval_above_eur: Annotated[
-        EurAmount | None, Field(description="Pause for approval above this EUR total.")
-    ] = None,
-    approval_above_quarantine_rate: Annotated[
-        float | None,
-        Field(ge=0, le=1, description="Pause for approval above this share of invalid records."),
-    ] = None,
-    approval_timeout_seconds: Annotated[
-        int, Field(ge=1, description="How long to wait for a decision.")
-    ] = 3600,
-    on_approval_timeout: Annotated[
-        TimeoutPolicy, Field(description="What a timed-out approval means.")
-    ] = "reject",
+    max_loss_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05,
+    approval_above_eur: EurAmount | None = None,
+    approval_above_quarantine_rate: Annotated[float | None, Field(ge=0, le=1)] = None,
+    approval_timeout_seconds: Annotated[int, Field(ge=1)] = 3600,
+    on_approval_timeout: TimeoutPolicy = "reject",
 ) -> SyncSummary | State:
     """Sync records into the ledger in EUR, once per record, going on from checkpoints.
 
@@ -165,10 +141,14 @@ def ledger_sync(
 
 
 def main(argv: list[str]) -> int:
-    """`python -m flows.ledger_sync [name=value ...]`: run once and print the summary."""
-    from prefect.settings import PREFECT_UI_URL
+    """`python -m flows.ledger_sync [--verbose] [name=value ...]`: run once, showing a progress
+    bar and only the warnings and errors of the logs (every line with --verbose), then print
+    the summary and the run's link."""
+    from toolkit.terminal import run_link, terminal_view
 
-    state = ledger_sync(**parse_parameters(argv), return_state=True)
+    parameters = parse_parameters(arg for arg in argv if arg != "--verbose")
+    with terminal_view(verbose="--verbose" in argv):
+        state = ledger_sync(**parameters, return_state=True)
     print()
     if state.is_completed():
         summary: SyncSummary = state.result()
@@ -176,8 +156,7 @@ def main(argv: list[str]) -> int:
             print(f"{label + ':':<42}{value}")
     if state.name != "Completed":
         print(f"The run ended {state.name}: {state.message}", file=sys.stderr)
-    ui = PREFECT_UI_URL.value()  # None on Prefect's ephemeral server, which has no UI
-    run_url = f"{ui}/runs/flow-run/{state.state_details.flow_run_id}" if ui else "(no UI)"
+    run_url = run_link(state.state_details.flow_run_id) or "(no UI)"  # ephemeral server
     print(f"{'Flow run:':<42}{run_url}")
     return 0 if state.name == "Completed" else 1
 

@@ -39,12 +39,8 @@ class Reconciliation(BaseModel):
 
 @flow(name="reconcile-ledger")
 def reconcile_ledger(
-    ledger_api: Annotated[str, Field(description="HttpService block of the ledger.")] = (
-        "sandbox-ledger"
-    ),
-    reported_total_eur: Annotated[
-        Decimal, Field(ge=0, description="What the sync says it loaded, in EUR.")
-    ] = Decimal("0"),
+    ledger_api: str = "sandbox-ledger",
+    reported_total_eur: Annotated[Decimal, Field(ge=0)] = Decimal("0"),
 ) -> Reconciliation:
     """Check that the ledger holds at least what the sync reported.
 

@@ -17,11 +17,10 @@ How to run
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
 from prefect import flow, task
-from pydantic import Field
 
 from flows.ledger.upstreams import UPSTREAM_TASK
 from toolkit.breaker import breaker_for
@@ -39,10 +38,8 @@ def get_json(client: httpx.Client, path: str, breaker: str | None = None) -> Any
 
 @flow(name="transient-retry")
 def transient_retry(
-    service: Annotated[str, Field(description="HttpService block document to call.")] = (
-        "sandbox-rates"
-    ),
-    path: Annotated[str, Field(description="Path and query to GET.")] = "/rates?base=EUR",
+    service: str = "sandbox-rates",
+    path: str = "/rates?base=EUR",
 ) -> Any:
     """GET one resource, retrying transient failures only.
 

@@ -2,10 +2,13 @@
 
 Prefect reads its settings when first imported, so the environment is set here, before any
 test module imports it: state and result storage in a temporary directory, never ~/.prefect.
+The Redis and PostgreSQL the tests use are the machine's or the suite's own
+(tests/helpers/services.py says which, and how to choose).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,17 +22,43 @@ os.environ.update(
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(_SESSION_DIR / "storage"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
-        # A Redis database of the tests' own, emptied before each test (circuit breakers);
-        # RESILIENT_FLOWS_TEST_REDIS_URL gives two suites running side by side one each.
-        "RESILIENT_FLOWS_REDIS_URL": os.environ.get(
-            "RESILIENT_FLOWS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"
-        ),
     }
 )
 
 import pytest  # noqa: E402
 
 from sandbox.server import Sandbox  # noqa: E402
+from tests.helpers import services  # noqa: E402
+
+_SERVICES = contextlib.ExitStack()
+_USED: list[services.Service] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The session's Redis, emptied before each test (circuit breakers), chosen before any
+    test module is imported: they read settings on import, and every process a test starts
+    inherits RESILIENT_FLOWS_REDIS_URL. RESILIENT_FLOWS_TEST_REDIS_URL gives two suites
+    running side by side on one Redis a database each."""
+    try:
+        services.check_settings()  # a wrong PostgreSQL URL too, before any test runs
+        redis_service = _SERVICES.enter_context(services.redis_server(_SESSION_DIR))
+    except services.ServiceError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    _USED.append(redis_service)
+    os.environ["RESILIENT_FLOWS_REDIS_URL"] = redis_service.url
+    from toolkit.config import settings
+
+    settings.cache_clear()  # whatever read the settings before this reads them again
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _SERVICES.close()  # stops the servers the suite started, after every fixture's teardown
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for service in _USED:
+        terminalreporter.write_line(f"{service}")
 
 
 @pytest.fixture(scope="session")
@@ -85,28 +114,27 @@ def sandbox_blocks(prefect_server: str, sandbox: Sandbox, result_storage: Path) 
     return sandbox
 
 
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
-"""The PostgreSQL that runs on every machine of this project (trust auth)."""
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A database of this session's own on the machine's PostgreSQL, dropped afterwards."""
+    """A database of this session's own on its PostgreSQL server, dropped afterwards."""
     import uuid
 
     import sqlalchemy as sa
 
-    name = f"resilient_flows_test_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(services.postgres_server())
+        except services.ServiceError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        _USED.append(server)
+        name = f"resilient_flows_test_{uuid.uuid4().hex[:8]}"
+        admin = services.admin_engine(server.url)
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 (trust auth, user postgres) is needed: {exc}")
-    yield f"{POSTGRES}/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+        yield f"{server.url}/{name}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -185,9 +185,11 @@ def spend_flow_retries() -> None:
     """Tell the server this flow run has no retries left.
 
     Prefect's server retries any flow run that proposes Failed while retries remain, whether
-    the flow raised or returned the state (its RetryFailedFlows rule), and flows take no
-    retry condition; the run's own policy is the one lever. `prefect flow-run retry` still
-    works afterwards.
+    the flow raised or returned the state (`RetryFailedFlows` in
+    prefect/server/orchestration/core_policy.py, 3.9.1), and flows take no retry condition;
+    the run's own policy is the one lever. `prefect flow-run retry` still works afterwards.
+    tests/toolkit/test_retry.py pins that behaviour: when Prefect stops retrying a returned
+    failure, that test fails, and this function can go.
     """
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:

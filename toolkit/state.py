@@ -122,10 +122,12 @@ def step(task: Callable[..., R], *args: Any, **kwargs: Any) -> R:
     """Call a task as one step of the current transaction, its retries included.
 
     Prefect 3.9 rolls back the *enclosing* transaction when one attempt of a retried task
-    fails (the attempt's `Transaction.reset` calls `parent.rollback()`), even if a later
-    attempt succeeds; the enclosing transaction could then no longer compensate. A scope of
-    its own per call takes that rollback; the successful attempt, and its `on_rollback`
-    hooks, still join the enclosing transaction, so a later failure compensates it.
+    fails (the attempt's `Transaction.reset` calls `parent.rollback()`: prefect/transactions.py
+    in 3.9.1), even if a later attempt succeeds; the enclosing transaction could then no
+    longer compensate. A scope of its own per call takes that rollback; the successful
+    attempt, and its `on_rollback` hooks, still join the enclosing transaction, so a later
+    failure compensates it. tests/toolkit/test_state.py pins that behaviour: when Prefect
+    fixes it, that test fails, and this function can go.
     """
     with transaction(commit_mode=CommitMode.LAZY) as scope:
         result = task(*args, **kwargs)

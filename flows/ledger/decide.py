@@ -80,11 +80,11 @@ def decide(
         rules.on_approval_timeout,
     )
     verdict = "granted" if decision.approved else "refused"
-    run.notes.append(f"Approval: {verdict} by {decision.approver}: {decision.reason}")
+    run.notes.append(f"Approval: {verdict} by {decision.decided_by}: {decision.reason}")
     if decision.approved:
         return None
     reject(upstreams, index, state)
-    return Cancelled(name="Rejected", message=f"REJECTED by {decision.approver}: nothing loaded")
+    return Cancelled(name="Rejected", message=f"REJECTED by {decision.decided_by}: nothing loaded")
 
 
 def reject(upstreams: Upstreams, index: LedgerIndex, state: SyncState) -> None:

@@ -1,4 +1,8 @@
-"""Parameters the ledger flows share, typed once so every flow's UI form reads the same."""
+"""Parameters the ledger flows share, typed once so every flow's UI form reads the same.
+
+Only types and bounds here: a parameter's description is its flow's docstring (`Args:`), the
+one place Prefect 3.9 reads it from (tests/flows/test_parameter_forms.py pins that).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,7 @@ from typing import Annotated
 
 from pydantic import Field, WithJsonSchema
 
-RecordsApi = Annotated[str, Field(description="HttpService block document of the records service.")]
-RatesApi = Annotated[
-    str, Field(description="HttpService block document of the primary rates service.")
-]
-LedgerApi = Annotated[str, Field(description="HttpService block document of the ledger service.")]
-BatchSize = Annotated[
-    int, Field(ge=1, le=500, description="Records per page, and so per ledger batch.")
-]
+BatchSize = Annotated[int, Field(ge=1, le=500)]
 
 EurAmount = Annotated[
     Decimal,
@@ -25,9 +22,6 @@ EurAmount = Annotated[
 ]
 """An amount of money in EUR, at least 0: a number in the UI form, a Decimal in the flow."""
 
-RatesAgeHours = Annotated[
-    float | None,
-    Field(gt=0, description="Stored rates younger than this (hours) may stand in."),
-]
+RatesAgeHours = Annotated[float | None, Field(gt=0)]
 """How old stored rates may be to stand in for the rates services; empty: the setting
 `RESILIENT_FLOWS_MAX_RATES_AGE_HOURS` (24 hours unless set)."""

@@ -39,6 +39,7 @@ from flows.ledger.rates import resolve_rates
 from flows.ledger.sync_state import Page, SyncState, WalkEnd, WalkSpec
 from flows.ledger.upstreams import Upstreams, fetch_page
 from toolkit.ledger_index import BatchState, ClaimedBatch, Holder, LedgerIndex
+from toolkit.report import Progress
 from toolkit.retry import TransientError
 from toolkit.state import lookup, remember
 
@@ -177,6 +178,7 @@ def walk(
     """Walk on until the page chain ends; each page checkpointed, then its batch claimed."""
     walk_id = state.walk.walk_id
     saved_at = time.monotonic()
+    progress = Progress(None, "Records walked")  # the snapshot's size is not known
     while state.phase == "walking":
         page = first_page if state.position == 0 and first_page else None
         page = page or lookup(Page, walk_id, state.cursor)
@@ -196,9 +198,11 @@ def walk(
             run.pages_fetched += 1
         split = claim_page(index, upstreams, walk_id, page)
         state.add_page(page, split.repeated, split.already_held, split.fresh)
+        progress.update(state.totals.records)
         if time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:
             remember(state, *state_key(upstreams))
             saved_at = time.monotonic()
+    progress.finish()
     remember(state, *state_key(upstreams))
 
 

@@ -109,6 +109,12 @@ def load_batch(client: httpx.Client, batch: Batch) -> LedgerReceipt:
     txn = get_transaction()
     if txn is not None:  # a function, because txn.get() deep-copies values (a client can't be)
         txn.set("compensate", lambda: compensate_batch(client, batch.batch_id))
+    return post_batch(client, batch)
+
+
+def post_batch(client: httpx.Client, batch: Batch) -> LedgerReceipt:
+    """The POST itself, for `load_batch` and for callers with retries of their own (the message
+    queue's task); `httpx.HTTPStatusError` on a refusal."""
     response = checked(
         client.post(
             "/ledger/batches",

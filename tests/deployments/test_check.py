@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from deployments.check import check_file
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 REAL = yaml.safe_load((ROOT / "prefect.yaml").read_text())
 
 

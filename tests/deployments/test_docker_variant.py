@@ -7,14 +7,13 @@ built here; these tests hold the pieces `prefect deploy` and the docker worker r
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 
 import pytest
 import yaml
 
 from deployments.deploy import DOCKER_VARIABLES, ensure_docker_variables, select
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 BUILD = "prefect_docker.deployments.steps.build_docker_image"

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from sandbox.server import Sandbox
+from tests.helpers import ROOT
+from tests.helpers.polling import poll_until
 from tests.helpers.stack import deploy
 
-ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 POOL = "local-process"
 
@@ -79,16 +80,16 @@ def test_the_overall_timeout_is_honoured(worker) -> None:
     assert time.monotonic() - started < 5
 
 
-def test_the_cli_starts_and_waits(worker, prefect_server: str) -> None:
-    result = subprocess.run(
+def cli_run(prefect_server: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """`python -m deployments.trigger run fire-and-forget/fire-and-forget ARGUMENTS --wait`."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "deployments.trigger",
             "run",
             "fire-and-forget/fire-and-forget",
-            "--param",
-            "seconds=0.2",
+            *arguments,
             "--key",
             f"cli-{uuid.uuid4()}",
             "--wait",
@@ -101,9 +102,29 @@ def test_the_cli_starts_and_waits(worker, prefect_server: str) -> None:
         text=True,
         timeout=120,
     )
+
+
+def test_the_cli_starts_and_waits(worker, prefect_server: str) -> None:
+    result = cli_run(prefect_server, "--param", "seconds=0.2")
+
     assert result.returncode == 0, result.stderr[-2000:]
     run_id, receipt = [*result.stdout.split()[:1], result.stdout.strip().splitlines()[-1]]
     assert uuid.UUID(run_id) and receipt == "done after 0.2 s"
+    ui = prefect_server.removesuffix("/api")
+    # The run's final state and its page in the UI, last.
+    assert result.stderr.splitlines()[-2:] == ["Completed", f"{ui}/runs/flow-run/{run_id}"]
+
+
+def test_the_cli_ends_a_failed_run_with_its_state_and_exit_code_1(
+    worker, prefect_server: str
+) -> None:
+    result = cli_run(prefect_server, "--param", "seconds=0", "--param", "fail=true")
+
+    assert result.returncode == 1, result.stderr[-2000:]
+    run_id = result.stdout.split()[0]
+    state, link = result.stderr.splitlines()[-2:]
+    assert state.startswith("Failed: ") and "the job failed after 0" in state
+    assert link == f"{prefect_server.removesuffix('/api')}/runs/flow-run/{run_id}"
 
 
 def reconcile_runs_after(started: float) -> list:
@@ -118,13 +139,11 @@ def reconcile_runs_after(started: float) -> list:
 
 
 def wait_for_reconcile(started: float, timeout: float = 90):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def finished() -> list | None:
         runs = reconcile_runs_after(started)
-        if runs and runs[0].state and runs[0].state.is_final():
-            return runs
-        time.sleep(1)
-    raise AssertionError(f"no finished reconcile-ledger run: {reconcile_runs_after(started)}")
+        return runs if runs and runs[0].state and runs[0].state.is_final() else None
+
+    return poll_until(finished, timeout, interval=1, what="a finished reconcile-ledger run")
 
 
 @pytest.mark.usefixtures("sandbox_blocks")

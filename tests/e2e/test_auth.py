@@ -11,13 +11,12 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.helpers import ROOT
 from tests.helpers.stack import drain, start_up, stop
 
-ROOT = Path(__file__).resolve().parents[2]
 AUTH = "admin:e2e-not-a-real-secret"
 
 

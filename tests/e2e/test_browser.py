@@ -8,7 +8,9 @@ downloaded at run time) proves what a person does in the UI works end to end:
   Completed, with exactly the typed parameters (the flow loads max_records / batch_size
   batches);
 - a paused approval run (amount above the threshold) is resumed through the UI's Resume form
-  (approved, reason, approver), reaches Completed, and the flow logs the typed decision.
+  (approved, reason, approver): approving with no approver is refused, the UI naming the
+  field, and the run stays paused; with one it reaches Completed, and the flow logs the
+  typed decision.
 
 Missing chromium or playwright fails these tests (`make browser`, `make venv`): never a skip.
 On failure a screenshot is saved under the test's tmp_path; its path is in the message.
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.helpers.polling import poll_until
 from tests.helpers.stack import drain, start_up, stop
 
 if TYPE_CHECKING:
@@ -174,33 +176,28 @@ def schema_field(page: Page, label: str, scope: Locator | None = None) -> Locato
     )
 
 
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+
+
 def wait_final(stack: Stack, run_id: str) -> dict[str, Any]:
     """Poll the flow run until its state is final; the run as the API returns it."""
-    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-    while True:
+
+    def final() -> dict[str, Any] | None:
         run = stack.api(f"/flow_runs/{run_id}")
-        state = run.get("state") or {}
-        if state.get("type") in {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}:
-            return run
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"run {run_id} still {state.get('name')} after {RUN_TIMEOUT_SECONDS} s"
-            )
-        time.sleep(1)
+        return run if (run.get("state") or {}).get("type") in FINAL else None
+
+    return poll_until(final, RUN_TIMEOUT_SECONDS, interval=1, what=f"run {run_id} ending")
 
 
 def wait_for_log(stack: Stack, run_id: str, expected: str, timeout: float = 30) -> None:
     """Poll the run's logs for a message starting with `expected`: a flow run's process
     ships its logs in batches, so they may arrive after its final state."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def logged() -> bool:
         logs = stack.api("/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}})
-        messages = [entry["message"] for entry in logs]
-        if any(message.startswith(expected) for message in messages):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no log {expected!r} of run {run_id} in {messages}")
-        time.sleep(0.5)
+        return any(entry["message"].startswith(expected) for entry in logs)
+
+    poll_until(logged, timeout, interval=0.5, what=f"a log {expected!r} of run {run_id}")
 
 
 def test_the_ui_talks_to_the_stacks_api(stack: Stack) -> None:
@@ -259,12 +256,15 @@ def test_approve_a_paused_run_through_the_resume_form(
 
     # The deployment's defaults: 25000 EUR, above the 1000 EUR threshold, so it pauses.
     run_id = str(stack.call(trigger, "approval/approval"))
-    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-    while (state := stack.api(f"/flow_runs/{run_id}").get("state") or {}).get("type") != "PAUSED":
-        assert state.get("type") not in {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}, state
-        assert time.monotonic() < deadline, f"run {run_id} not Paused{stack.diagnostics()}"
-        time.sleep(0.5)
 
+    def paused() -> bool:
+        state = stack.api(f"/flow_runs/{run_id}").get("state") or {}
+        assert state.get("type") not in FINAL, f"{state}{stack.diagnostics()}"
+        return state.get("type") == "PAUSED"
+
+    poll_until(paused, RUN_TIMEOUT_SECONDS, interval=0.5, what=f"run {run_id} pausing")
+
+    resume = f"/flow_runs/{run_id}/resume"
     with screenshot_on_failure(page, tmp_path, stack):
         page.goto(f"{stack.ui_url}/runs/flow-run/{run_id}")
         page.get_by_role("button", name="Resume").click()
@@ -275,10 +275,16 @@ def test_approve_a_paused_run_through_the_resume_form(
         approved.click()
         expect(approved).to_have_attribute("aria-checked", "true")
         schema_field(page, "Reason (Optional)", dialog).locator("textarea").fill("invoice checked")
+        # Approving with no approver: the server refuses it, the UI says which field, and the
+        # run stays paused (200: no new state) with the form still open.
+        with page.expect_response(lambda r: r.url.endswith(resume)) as refused:
+            dialog.get_by_role("button", name="Submit").click()
+        assert refused.value.status == 200 and refused.value.json()["status"] == "REJECT"
+        page.get_by_text("Validation failed for field 'approver'").first.wait_for()
+        assert stack.api(f"/flow_runs/{run_id}")["state"]["type"] == "PAUSED"
+
         schema_field(page, "Approver (Optional)", dialog).locator("textarea").fill("Ada Lovelace")
-        with page.expect_response(
-            lambda r: r.url.endswith(f"/flow_runs/{run_id}/resume")
-        ) as resumed:
+        with page.expect_response(lambda r: r.url.endswith(resume)) as resumed:
             dialog.get_by_role("button", name="Submit").click()
         assert resumed.value.status == 201, resumed.value.text()
         assert json.loads(resumed.value.request.post_data or "{}") == {

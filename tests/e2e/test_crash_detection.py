@@ -35,9 +35,9 @@ from deployments.crash_detection import (
     crash_detection_automation,
     install_crash_detection,
 )
+from tests.helpers import ROOT
 from tests.helpers.stack import deploy
 
-ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 KILL_TO_CRASHED_SECONDS = 150
 

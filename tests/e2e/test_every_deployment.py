@@ -19,9 +19,9 @@ from deployments.deploy import select
 from deployments.stack import save_callback_block, save_sandbox_blocks
 from sandbox.receiver import Receiver
 from sandbox.server import Sandbox
+from tests.helpers import ROOT
 from tests.helpers.stack import deploy
 
-ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 PROCESS_DEPLOYMENTS = [d["name"] for d in select(ROOT / "prefect.yaml", [], docker=False)]
 APPROVAL = {"approved": True, "reason": "end-to-end test", "approver": "pytest"}

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from decimal import Decimal
 
 import pytest
+
+from tests.helpers.polling import poll_until
 
 
 def start(**parameters):
@@ -21,16 +22,15 @@ def start(**parameters):
     def target() -> None:
         holder["state"] = approve_payment(**parameters, return_state=True)
 
+    def paused_run():
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(limit=5, sort="START_TIME_DESC")
+        return next((run for run in runs if run.state and run.state.is_paused()), None)
+
     thread = threading.Thread(target=target)
     thread.start()
-    deadline = time.monotonic() + 60
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            for run in client.read_flow_runs(limit=5, sort="START_TIME_DESC"):
-                if run.state and run.state.is_paused():
-                    return thread, holder, run
-            time.sleep(0.3)
-    raise AssertionError("the run never paused")
+    run = poll_until(paused_run, timeout=60, interval=0.3, what="the run pausing")
+    return thread, holder, run
 
 
 def test_the_pause_offers_a_typed_form(prefect_server: str) -> None:
@@ -56,6 +56,30 @@ def test_a_refusal_rejects(prefect_server: str) -> None:
     resume_flow_run(run.id, run_input={"approved": False, "reason": "no", "approver": "cfo"})
     thread.join(timeout=60)
     assert holder["state"].name == "Rejected" and "cfo" in holder["state"].message
+
+
+def test_approving_without_an_approver_is_refused(prefect_server: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.flow_runs import resume_flow_run
+
+    thread, holder, run = start(amount_eur=Decimal("5000"))
+    with pytest.raises(RuntimeError, match="field 'approver'"):
+        resume_flow_run(run.id, run_input={"approved": True, "reason": "ok", "approver": ""})
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(run.id).state.is_paused()  # still waiting for a person
+
+    resume_flow_run(run.id, run_input={"approved": True, "reason": "ok", "approver": "cfo"})
+    thread.join(timeout=60)
+    assert holder["state"].result() == "paid 5000 EUR"
+
+
+def test_a_refusal_needs_no_name(prefect_server: str) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    thread, holder, run = start(amount_eur=Decimal("5000"))
+    resume_flow_run(run.id, run_input={"approved": False, "reason": "no"})
+    thread.join(timeout=60)
+    assert holder["state"].message == "Rejected by a person who gave no name"
 
 
 def test_small_payments_do_not_wait(prefect_server: str) -> None:

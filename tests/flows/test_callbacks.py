@@ -22,7 +22,7 @@ import pytest
 from pydantic import SecretStr
 
 from sandbox.receiver import Receiver
-from tests.helpers.ledger import ROOT
+from tests.helpers import ROOT
 from toolkit.callbacks import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, signed_headers
 
 SECRET = "whsec-5d2a9e71c4-never-log-me"

@@ -15,6 +15,7 @@ import pytest
 from sandbox.dataset import RATES, RATES_AS_OF
 from sandbox.server import Sandbox
 from sandbox.verify import check_ledger
+from tests.helpers.ledger import assert_ledger_exact
 
 pytestmark = pytest.mark.usefixtures("sandbox_blocks")
 
@@ -58,8 +59,7 @@ def test_every_batch_loads_and_the_ledger_is_exact(sandbox: Sandbox) -> None:
 
     assert state.is_completed(), state.message
     result = state.result()
-    check = check_ledger(sandbox.dataset.expected_entries(), sandbox.ledger_state())
-    assert check.exact, str(check)
+    assert_ledger_exact(sandbox)
     assert (result.loaded, result.replayed, result.failed) == (BATCHES, 0, 0)
     assert (result.records, result.quarantined) == (1000, 50)
     assert result.total_eur == sandbox.dataset.expected_total_eur()
@@ -72,8 +72,7 @@ def test_a_second_run_replays_every_batch(sandbox: Sandbox) -> None:
     result = run().result()
 
     assert (result.loaded, result.replayed) == (0, BATCHES)
-    check = check_ledger(sandbox.dataset.expected_entries(), sandbox.ledger_state())
-    assert check.exact and not check.applied_ever_twice, str(check)
+    assert_ledger_exact(sandbox)
 
 
 def test_concurrency_at_the_ledger_is_bounded_by_max_in_flight(sandbox: Sandbox) -> None:

@@ -15,8 +15,8 @@ import sys
 import pytest
 
 from sandbox.server import Sandbox
+from tests.helpers import ROOT
 from tests.helpers.ledger import (
-    ROOT,
     assert_ledger_exact,
     kill_when,
     page_fetches,

@@ -12,7 +12,7 @@ import pytest
 
 from sandbox.receiver import Receiver
 from sandbox.server import Sandbox
-from sandbox.verify import check_ledger
+from tests.helpers.ledger import assert_ledger_exact
 
 pytestmark = pytest.mark.usefixtures("sandbox_blocks")
 
@@ -23,10 +23,6 @@ def sync(**parameters):
     from flows.ledger_sync import ledger_sync
 
     return ledger_sync(**{"batch_size": 100, **parameters}, return_state=True)
-
-
-def exact(sandbox: Sandbox) -> bool:
-    return check_ledger(sandbox.dataset.expected_entries(), sandbox.ledger_state()).exact
 
 
 @pytest.fixture
@@ -69,7 +65,7 @@ def test_only_transient_answers_are_retried(sandbox: Sandbox) -> None:
     assert by_status["200"] == PAGES  # each page fetched once it answered
     assert set(by_status) <= {"200", "429", "500", "502", "503", "504"}
     assert sum(by_status.values()) > PAGES  # the transient answers were retried
-    assert exact(sandbox)
+    assert_ledger_exact(sandbox)
 
 
 def test_primary_rates_down_completes_through_the_fallback(sandbox: Sandbox) -> None:
@@ -86,7 +82,7 @@ def test_primary_rates_down_completes_through_the_fallback(sandbox: Sandbox) -> 
 
     assert first.is_completed() and second.is_completed()
     assert first.result().rates_source == second.result().rates_source == "fallback"
-    assert exact(sandbox)
+    assert_ledger_exact(sandbox)
     primary_calls = sandbox.counters()["rates"]["requests"]
     threshold = settings().breaker_failure_threshold
     assert primary_calls == threshold  # then the breaker answered for it, without a call
@@ -103,7 +99,7 @@ def test_stored_rates_stand_in_when_both_rates_services_are_down(sandbox: Sandbo
 
     assert state.is_completed() and state.name == "Completed"
     assert state.result().rates_source == "last known good (primary)"
-    assert exact(sandbox)
+    assert_ledger_exact(sandbox)
 
 
 def test_without_any_rates_the_run_fails_and_loads_nothing(sandbox: Sandbox, alerts) -> None:
@@ -152,11 +148,7 @@ def test_records_skipped_for_want_of_rates_are_loaded_once_the_rates_are_back(
     state = sync()  # the same snapshot: not "nothing new", since records were skipped
 
     assert state.name == "Completed" and not state.result().nothing_new
-    assert exact(sandbox)
-    assert (
-        check_ledger(sandbox.dataset.expected_entries(), sandbox.ledger_state()).applied_ever_twice
-        == []
-    )
+    assert_ledger_exact(sandbox)  # no record applied twice
 
 
 def test_a_missing_page_degrades_the_run(sandbox: Sandbox) -> None:
@@ -213,7 +205,8 @@ def test_approval_pause_is_resumed_with_input(sandbox: Sandbox, alerts, approved
 
     state = holder["state"]
     if approved:
-        assert state.name == "Completed" and exact(sandbox)
+        assert state.name == "Completed"
+        assert_ledger_exact(sandbox)
     else:
         assert state.name == "Rejected" and "ops@example" in state.message
         assert sandbox.counters()["ledger"]["requests"] == 0

@@ -2,7 +2,8 @@
 
 Every claim is counted at the sandbox ledger: each good item applied exactly once, the
 poison item never, and no record's batch ever applied twice, even when a worker is SIGKILLed
-while the ledger holds POSTs it applied but has not answered yet.
+while the ledger holds POSTs it applied but has not answered yet. The re-delivery decision
+itself is unit-tested in tests/toolkit/test_redelivery.py; here, its I/O.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
 from sandbox.server import Sandbox
 from sandbox.verify import check_ledger
+from tests.helpers import ROOT
+from tests.helpers.polling import poll_until
 
 pytestmark = pytest.mark.usefixtures("sandbox_blocks")
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ITEMS = 12
 POISON = 5
 
@@ -46,7 +48,7 @@ class Workers:
         log = (self.logs / f"worker-{len(self.processes)}.log").open("wb")
         process = subprocess.Popen(
             [sys.executable, "-m", "flows.message_queue_worker", "--limit", str(limit)],
-            cwd=PROJECT_ROOT,
+            cwd=ROOT,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -57,17 +59,15 @@ class Workers:
 
     def wait_subscribed(self, *processes: subprocess.Popen[bytes], timeout: float = 30) -> None:
         """Until the server lists each process as a task worker of process_item."""
-        from flows.message_queue import live_task_workers, process_item
+        from flows.message_queue_items import live_task_workers, process_item
 
-        deadline = time.monotonic() + timeout
-        while True:
-            live = live_task_workers(process_item.task_key)
-            if all(any(w.endswith(f"-{p.pid}") for w in live) for p in processes):
-                return
+        def all_subscribed() -> bool:
             for process in processes:
                 assert process.poll() is None, f"worker {process.pid} exited, see {self.logs}"
-            assert time.monotonic() < deadline, f"workers not subscribed after {timeout} s"
-            time.sleep(0.2)
+            live = live_task_workers(process_item.task_key)
+            return all(any(w.endswith(f"-{p.pid}") for w in live) for p in processes)
+
+        poll_until(all_subscribed, timeout=timeout, what="every worker subscribed")
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is None:
@@ -91,7 +91,7 @@ def produce(label: str, **parameters):
 
 def assert_exact_once(sandbox: Sandbox, label: str, summary) -> None:
     """Good items processed with their results, the poison set aside, nothing applied twice."""
-    from flows.message_queue import build_items
+    from flows.message_queue_items import build_items
 
     items = build_items(ITEMS, 5, label, [POISON])
     poison = items[POISON]
@@ -156,21 +156,29 @@ def test_worker_sigkilled_mid_item_its_items_are_redelivered_and_applied_once(
     doomed = workers.start()
     workers.wait_subscribed(doomed)
     survivors: list[subprocess.Popen[bytes]] = []
+    failures: list[BaseException] = []
+
+    def applied() -> bool:
+        return sandbox.counters()["ledger"]["applied"] >= 1
 
     def kill_mid_item_then_start_another() -> None:
-        deadline = time.monotonic() + 30
-        while sandbox.counters()["ledger"]["applied"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.1)  # inside the 1 s the ledger waits before answering the applied POSTs
-        workers.kill(doomed)
-        survivors.append(workers.start())
+        try:
+            poll_until(applied, timeout=30, interval=0.02, what="a first application")
+            time.sleep(0.1)  # inside the 1 s the ledger waits before answering the applied POSTs
+        except BaseException as exc:  # told in the test's thread, below
+            failures.append(exc)
+        finally:
+            workers.kill(doomed)
+            survivors.append(workers.start())
 
     killer = threading.Thread(target=kill_mid_item_then_start_another)
     killer.start()
     try:
-        summary = produce("mq-kill", timeout_seconds=45, stuck_after_seconds=3)
+        state = produce("mq-kill", timeout_seconds=45, stuck_after_seconds=3, return_state=True)
     finally:
         killer.join()
+    assert not failures, failures
+    summary = state.result()
 
     assert_exact_once(sandbox, "mq-kill", summary)
     assert_results_stored(result_storage, summary)
@@ -180,6 +188,52 @@ def test_worker_sigkilled_mid_item_its_items_are_redelivered_and_applied_once(
     replayed = [r for r in summary.results.values() if r.replayed]
     assert replayed and {r.item_id for r in replayed} <= set(summary.redelivered)
     assert worker_pids(summary) == {survivors[0].pid}
+    # Each re-delivery is a new task run of the producer, and the run it replaced was Crashed.
+    replaced = crashed_for_redelivery(state.state_details.flow_run_id)
+    assert len(replaced) == sum(n - 1 for n in summary.redelivered.values()), replaced
+    assert {r.task_run_id for r in summary.results.values()}.isdisjoint(replaced)
+
+
+def crashed_for_redelivery(flow_run_id: UUID) -> set[str]:
+    """Ids of the flow run's task runs that the producer marked Crashed to re-deliver them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+        return {
+            str(run.id)
+            for run in runs
+            if any(
+                s.is_crashed() and (s.message or "").startswith("re-delivered: ")
+                for s in client.read_task_run_states(run.id)
+            )
+        }
+
+
+def test_a_run_is_retired_unless_it_has_finished(prefect_server: str) -> None:
+    """The guard of a re-delivery: the server will not crash a finished run (its
+    HandleTaskTerminalStateTransitions rule), so an item that has just ended is not delivered
+    again; an unfinished one is marked Crashed, with the reason."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Failed, Running, Scheduled
+
+    from flows.message_queue import retire_run
+    from flows.message_queue_items import process_item
+
+    with get_client(sync_client=True) as client:
+        runs = {
+            state.name: client.create_task_run(process_item, None, uuid4().hex, state=state).id
+            for state in (Completed(), Failed(), Running(), Scheduled())
+        }
+        retired = {name: retire_run(client, run_id, "test") for name, run_id in runs.items()}
+        after = {name: client.read_task_run(run_id).state for name, run_id in runs.items()}
+
+    assert retired == {"Completed": False, "Failed": False, "Running": True, "Scheduled": True}
+    assert [after[name].name for name in runs] == ["Completed", "Failed", "Crashed", "Crashed"]
+    assert after["Running"].message == "test"
 
 
 @pytest.mark.parametrize(

@@ -16,12 +16,14 @@ import inspect
 import sys
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import yaml
+from prefect import flow
+from pydantic import Field
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
 
 TYPE_KEYS = ("type", "anyOf", "allOf", "$ref")
 """A schema property with none of these is untyped: the UI shows a bare JSON editor."""
@@ -241,3 +243,44 @@ def test_an_amount_of_eur_is_a_number_of_at_least_zero_in_the_form(
         with pytest.raises(ValidationError):
             validate({**required, name: bad}, schema, raise_on_error=True)
     validate({**required, name: 1234.5}, schema, raise_on_error=True)
+
+
+@flow
+def _form(counted: Annotated[int, Field(ge=1, description="from the Field")] = 1, told: int = 2):
+    """A form.
+
+    Args:
+      told: from the docstring
+    """
+
+
+def test_prefect_drops_a_field_description_inside_annotated() -> None:
+    """Pins Prefect 3.9.1: `parameter_schema` (prefect/utilities/callables) takes descriptions
+    from the docstring's `Args:` only, and drops a `Field(description=...)` inside `Annotated`.
+    When this test fails, Prefect reads them: descriptions could move next to their bounds."""
+    properties = _form.parameters.model_dump()["properties"]
+    assert "description" not in properties["counted"] and properties["counted"]["minimum"] == 1
+    assert properties["told"]["description"] == "from the docstring"
+
+
+def _field_descriptions(function: Any) -> list[str]:
+    """Parameters of `function` whose `Annotated[...]` carries a `Field(description=...)`."""
+    hints = typing.get_type_hints(function, include_extras=True)
+    found = []
+    for name, hint in hints.items():
+        stack = [hint]
+        while stack:
+            current = stack.pop()
+            for meta in getattr(current, "__metadata__", ()):
+                if getattr(meta, "description", None):
+                    found.append(name)
+            stack.extend(typing.get_args(current))
+    return found
+
+
+@pytest.mark.parametrize("entrypoint", entrypoints())
+def test_each_parameter_is_described_once_in_the_docstring(entrypoint: str) -> None:
+    """A description inside `Annotated` never reaches the form (pinned above): written there
+    too, it would be a second copy that drifts from the docstring's."""
+    flow = load(entrypoint)
+    assert _field_descriptions(flow.fn) == []

@@ -1,1 +1,7 @@
-"""Shared test helpers."""
+"""Shared test helpers: the ledger and sync processes (`ledger`), the local stack (`stack`),
+the services the suite needs (`services`), waiting (`polling`), logs (`logs`)."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The project's root: where its commands run from."""

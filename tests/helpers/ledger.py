@@ -12,19 +12,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+from decimal import Decimal
 from typing import Any
 
 from sandbox.server import Sandbox
 from sandbox.verify import check_ledger
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def assert_ledger_exact(sandbox: Sandbox, *, applied_once: bool = True) -> None:
-    """Every valid record of the current data set held once, to the cent, nothing else; with
-    `applied_once`, no record was ever applied twice (not even applied, reversed, applied)."""
-    check = check_ledger(sandbox.dataset.expected_entries(), sandbox.ledger_state())
+def assert_ledger_exact(
+    sandbox: Sandbox, expected: dict[str, Decimal] | None = None, *, applied_once: bool = True
+) -> None:
+    """Every valid record of the current data set (or of `expected`) held once, to the cent,
+    nothing else; with `applied_once`, no record was ever applied twice (not even applied,
+    reversed, applied again)."""
+    wanted = sandbox.dataset.expected_entries() if expected is None else expected
+    check = check_ledger(wanted, sandbox.ledger_state())
     assert check.exact, str(check)
     if applied_once:
         assert check.applied_ever_twice == [], check.applied_ever_twice[:10]

@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,8 +24,7 @@ import pytest
 from sandbox import RATES, Dataset, Faults, Sandbox
 from sandbox.dataset import INVALID_KINDS, MAX_RECORDS, to_eur
 from sandbox.server import KEEP_SNAPSHOTS, encode_cursor
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
 
 
 @pytest.fixture

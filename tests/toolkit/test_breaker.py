@@ -1,44 +1,45 @@
-"""The circuit breaker against real Redis, the real sandbox over loopback and, where its
-events and variables are checked, the session's real Prefect server.
+"""toolkit/breaker.py: the circuit breaker against real Redis and the real sandbox over
+loopback, from one thread, many threads and two processes.
 
 What reached the upstream is counted at the sandbox (or, for a service that is down and so
 refuses connections, by counting the calls that actually ran). Transitions are counted with
 the breaker's `on_transition` hook, which is called only in the process whose script made the
-transition; tests that do not check Prefect side effects pass a recorder instead of
-`announce`, so they need no Prefect server.
+transition; the tests pass a recorder instead of `announce`, so that only the docstring's
+example, run as written, needs the Prefect server. What `announce` sends is checked in
+test_breaker_announce.py, each Lua script's decisions in test_breaker_store.py.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
 
+import toolkit.breaker
 from sandbox.server import Sandbox
+from tests.helpers import ROOT
+from tests.helpers.logs import logged
 from toolkit.breaker import (
     KEY_PREFIX,
     CircuitBreaker,
     CircuitOpenError,
     Transition,
+    breaker_for,
+    outcome_of,
     variable_name,
 )
 from toolkit.config import settings
 from toolkit.retry import checked, is_transient
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class Recorder:
@@ -73,14 +74,19 @@ class Rates:
         return checked(self.client.get(self.url)).json()
 
 
+def forget(name: str) -> None:
+    """Delete breaker `name`'s Redis hash."""
+    client = redis.Redis.from_url(settings().redis_url)
+    client.delete(KEY_PREFIX + name)
+    client.close()
+
+
 @pytest.fixture
 def name() -> Iterator[str]:
     """A breaker name of this test's own; its Redis key is deleted afterwards."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
-    client = redis.Redis.from_url(settings().redis_url)
-    client.delete(KEY_PREFIX + name)
-    client.close()
+    forget(name)
 
 
 @pytest.fixture
@@ -93,21 +99,6 @@ def rates(sandbox: Sandbox) -> Iterator[Rates]:
     rates = Rates(sandbox.urls["rates"])
     yield rates
     rates.client.close()
-
-
-@contextmanager
-def logged(logger_name: str) -> Iterator[list[logging.LogRecord]]:
-    """Records of one logger at WARNING and above (caplog's root handler does not survive
-    Prefect configuring logging when a flow starts)."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger(logger_name)
-    logger.addHandler(handler)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
 
 
 def requests_at(sandbox: Sandbox, service: str = "rates") -> int:
@@ -463,88 +454,7 @@ def test_concurrent_failures_make_exactly_one_trip(
     assert requests_at(sandbox) == n
 
 
-# -- 6. Prefect event, variable and alert -----------------------------------------------------
-
-
-def test_trip_inside_a_flow_emits_one_event_sets_the_variable_and_alerts(
-    prefect_server: str, sandbox: Sandbox, name: str
-) -> None:
-    from prefect import flow, task
-    from prefect.cache_policies import NO_CACHE
-    from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
-    from prefect.variables import Variable
-
-    sandbox.set_faults("rates", error_rate=1.0)
-    breaker = CircuitBreaker(name, failure_threshold=3, cooldown_seconds=60)
-    primary = sandbox.urls["rates"] + "/rates?base=EUR"
-    fallback = sandbox.urls["rates_fallback"] + "/rates?base=EUR"
-
-    @task(cache_policy=NO_CACHE)  # an httpx.Client argument cannot be hashed
-    def eur_rates(client: httpx.Client) -> str:
-        try:
-            breaker.call(lambda: checked(client.get(primary)))
-            return "primary"
-        except CircuitOpenError:
-            pass  # open: straight to the fallback
-        except httpx.HTTPStatusError as exc:
-            if not is_transient(exc):
-                raise
-        checked(client.get(fallback))
-        return "fallback"
-
-    @flow
-    def rates_with_breaker(n: int) -> list[str]:
-        with httpx.Client(timeout=5) as client:
-            return [eur_rates(client) for _ in range(n)]
-
-    with logged("resilient_flows.alerts") as alerts:
-        sources = rates_with_breaker(8)
-
-    assert sources == ["fallback"] * 8
-    assert requests_at(sandbox, "rates") == 3 and requests_at(sandbox, "rates_fallback") == 8
-    assert [r.getMessage() for r in alerts if name in r.getMessage()] == [
-        f"ALERT Circuit breaker {name} opened: Upstream {name!r}: breaker moved closed -> open "
-        "after 3 consecutive transient failures; calls fail fast until a probe succeeds."
-    ]
-
-    shown = Variable.get(variable_name(name))
-    assert isinstance(shown, dict) and (shown["state"], shown["failures"]) == ("open", 3)
-    changed_at = datetime.fromisoformat(shown["changed_at"])
-    assert abs(changed_at.timestamp() - breaker.state().opened_at) < 0.001  # Redis's clock
-
-    resource_id = f"resilient-flows.circuit-breaker.{name}"
-
-    def read_events() -> list[Any]:
-        # A new filter each time: its default `until` is the moment it is built. limit=50: the
-        # server's maximum (the client's default of 100 is refused with a 422).
-        event_filter = EventFilter(
-            event=EventNameFilter(prefix=["resilient-flows.circuit-breaker."]),
-            resource=EventResourceFilter(id=[resource_id]),
-        )
-        return client.read_events(filter=event_filter, limit=50).events
-
-    events: list[Any] = []
-    with get_client(sync_client=True) as client:
-        deadline = time.monotonic() + 10
-        while not events and time.monotonic() < deadline:
-            time.sleep(0.3)
-            events = read_events()
-        time.sleep(1.0)  # room for a duplicate to arrive, if one had been sent
-        events = read_events()
-    try:
-        assert len(events) == 1, events
-        event = events[0]
-        assert event.event == "resilient-flows.circuit-breaker.open"
-        assert event.resource.get("prefect.resource.name") == name
-        assert event.payload == {"from": "closed", "to": "open", "failures": 3}
-        # Emitted inside a task run: Prefect ties it to the flow run it happened in.
-        assert any(r.id.startswith("prefect.flow-run.") for r in event.related)
-    finally:
-        Variable.unset(variable_name(name))
-
-
-# -- 7. Redis unreachable ---------------------------------------------------------------------
+# -- 6. Redis unreachable ---------------------------------------------------------------------
 
 
 def test_unreachable_redis_lets_every_call_through(
@@ -577,3 +487,107 @@ def test_unreachable_redis_lets_every_call_through(
     assert recorder.moves == []
     with pytest.raises(redis.RedisError):
         breaker.state()  # inspecting the breaker, unlike using it, needs Redis
+
+
+# -- 7. what an outcome says (unit) -------------------------------------------------------------
+
+
+def status_error(status: int) -> httpx.HTTPStatusError:
+    request = httpx.Request("GET", "http://rates/rates")
+    return httpx.HTTPStatusError(
+        str(status), request=request, response=httpx.Response(status, request=request)
+    )
+
+
+@pytest.mark.parametrize(
+    ("exc", "outcome"),
+    [
+        (None, "success"),
+        (status_error(404), "success"),  # the service answered
+        (ValueError("bad body"), "success"),  # our own error, not the upstream's
+        (status_error(503), "failure"),
+        (status_error(429), "failure"),
+        (httpx.ConnectError("refused"), "failure"),
+        (httpx.ReadTimeout("slow"), "failure"),
+        (KeyboardInterrupt(), "abandon"),
+    ],
+    ids=["returned", "404", "ValueError", "503", "429", "ConnectError", "ReadTimeout", "Ctrl-C"],
+)
+def test_outcome_of_a_call(exc: BaseException | None, outcome: str) -> None:
+    assert outcome_of(exc) == outcome
+
+
+# -- 8. one breaker per name, the hook, the docstring ------------------------------------------
+
+
+def test_breaker_for_is_one_per_name_until_cleared(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"test-{uuid.uuid4().hex[:12]}"  # no Redis call: nothing to clean up
+    first = breaker_for(name)
+    assert breaker_for(name) is first and breaker_for(name + "-other") is not first
+
+    monkeypatch.setenv("RESILIENT_FLOWS_BREAKER_FAILURE_THRESHOLD", "2")
+    settings.cache_clear()
+    try:
+        assert breaker_for(name).failure_threshold == first.failure_threshold  # still cached
+        breaker_for.cache_clear()
+        assert breaker_for(name) is not first and breaker_for(name).failure_threshold == 2
+    finally:
+        monkeypatch.undo()
+        settings.cache_clear()
+        breaker_for.cache_clear()
+    assert breaker_for(name).failure_threshold == first.failure_threshold
+
+
+def test_a_failing_hook_never_reaches_the_caller(sandbox: Sandbox, rates: Rates, name: str) -> None:
+    def broken(transition: Transition) -> None:
+        raise RuntimeError("announcement failed")
+
+    breaker = CircuitBreaker(name, failure_threshold=1, cooldown_seconds=60, on_transition=broken)
+    sandbox.set_faults("rates", error_rate=1.0)
+    # fn's own error comes out, not the hook's
+    with logged("resilient_flows.breaker") as warnings, pytest.raises(httpx.HTTPStatusError):
+        breaker.call(rates)
+    assert breaker.state().state == "open"
+    assert [r.getMessage() for r in warnings] == [
+        f"Circuit breaker {name!r}: transition hook failed"
+    ]
+
+
+def docstring_example() -> str:
+    """The code under "How to run" in toolkit/breaker.py's docstring (its last section)."""
+    doc = toolkit.breaker.__doc__ or ""
+    _, found, example = doc.partition("\nHow to run")
+    assert found, "toolkit/breaker.py's docstring has no 'How to run'"
+    return textwrap.dedent(example.split("\n", 1)[1])
+
+
+def test_the_docstring_example_runs_as_written(prefect_server: str, sandbox: Sandbox) -> None:
+    from prefect.variables import Variable
+
+    example = compile(docstring_example(), "toolkit/breaker.py (docstring)", "exec")
+    threshold = settings().breaker_failure_threshold
+    primary = httpx.Client(base_url=sandbox.urls["rates"], timeout=2)
+    fallback = httpx.Client(base_url=sandbox.urls["rates_fallback"], timeout=2)
+
+    def run() -> Any:
+        namespace: dict[str, Any] = {"primary": primary, "fallback": fallback}
+        exec(example, namespace)
+        return namespace["rates"]
+
+    try:
+        assert run()["base"] == "EUR"
+        assert (requests_at(sandbox), requests_at(sandbox, "rates_fallback")) == (1, 0)
+        sandbox.set_faults("rates", error_rate=1.0)
+        for _ in range(threshold):  # closed: the primary's own errors come out unchanged
+            with pytest.raises(httpx.HTTPStatusError):
+                run()
+        assert run()["base"] == "EUR"  # open: the fallback answered, the primary was spared
+        assert (requests_at(sandbox), requests_at(sandbox, "rates_fallback")) == (
+            1 + threshold,
+            1,
+        )
+    finally:
+        primary.close()
+        fallback.close()
+        Variable.unset(variable_name("rates"))  # the example's breaker announced its trip
+        forget("rates")

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.helpers.ledger import ROOT
+from tests.helpers import ROOT
 from toolkit.config import settings
 
 

@@ -12,7 +12,7 @@ import time
 
 import sqlalchemy as sa
 
-from tests.helpers.ledger import ROOT
+from tests.helpers import ROOT
 from toolkit.database import engine_for
 from toolkit.database_lock import database_lock
 

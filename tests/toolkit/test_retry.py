@@ -141,3 +141,36 @@ def test_an_http_failure_names_the_upstreams_reason_never_its_url() -> None:
     assert describe_failure(httpx.HTTPStatusError("x", request=request, response=plain)) == (
         "HTTP 400: no such thing"
     )
+
+
+# -- the Prefect behaviour `spend_flow_retries` works around ----------------------------------
+
+
+def _runs_of_a_flow_that_returns_failed(spend: bool) -> int:
+    from prefect import flow
+
+    from toolkit.retry import spend_flow_retries
+
+    runs: list[int] = []
+
+    @flow(retries=1, retry_delay_seconds=0)
+    def returns_failed() -> Failed:
+        runs.append(1)
+        if spend:
+            spend_flow_retries()
+        return Failed(message="a permanent failure, returned rather than raised")
+
+    returns_failed(return_state=True)
+    return len(runs)
+
+
+def test_prefect_retries_a_flow_run_that_returns_failed(prefect_server: str) -> None:
+    """Pins Prefect 3.9.1: the server's `RetryFailedFlows` rule
+    (prefect/server/orchestration/core_policy.py) retries any run proposing Failed while
+    retries remain, returned or raised, and flows take no retry condition. When this test
+    fails, Prefect no longer retries returned failures: delete `spend_flow_retries`."""
+    assert _runs_of_a_flow_that_returns_failed(spend=False) == 2
+
+
+def test_spend_flow_retries_ends_a_permanent_failure_at_once(prefect_server: str) -> None:
+    assert _runs_of_a_flow_that_returns_failed(spend=True) == 1

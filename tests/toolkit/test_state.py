@@ -76,3 +76,48 @@ def test_an_unreadable_record_is_recomputed_not_raised(store: ResultStore, tmp_p
     assert read_state(store, Tally, ("a",)) is None  # does not validate
     (tmp_path / key).write_text(json.dumps({"cut": "short"}))
     assert read_state(store, Tally, ("a",)) is None  # not a record at all
+
+
+# -- the Prefect behaviour `step` works around ------------------------------------------------
+
+
+def _within_a_transaction(use_step: bool) -> tuple[bool, int]:
+    """A task that fails its first attempt and succeeds its retry, inside a transaction: was
+    the transaction rolled back, and how many attempts ran?"""
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.transactions import CommitMode, transaction
+
+    from toolkit.state import step
+
+    attempts: list[int] = []
+
+    @task(retries=1, retry_delay_seconds=0, cache_policy=NO_CACHE, persist_result=False)
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ValueError("first attempt fails")
+        return "ok"
+
+    @flow
+    def inside() -> bool:
+        with transaction(commit_mode=CommitMode.LAZY) as txn:
+            step(flaky) if use_step else flaky()
+        return txn.is_rolled_back()
+
+    return inside(), len(attempts)
+
+
+def test_prefect_rolls_back_the_enclosing_transaction_when_an_attempt_fails(
+    prefect_server: str,
+) -> None:
+    """Pins Prefect 3.9.1: `Transaction.reset` (prefect/transactions.py) rolls back the parent
+    when one attempt of a retried task fails, though the retry succeeds. When this test fails,
+    Prefect has fixed it: delete `toolkit.state.step` and call the tasks directly."""
+    assert _within_a_transaction(use_step=False) == (True, 2)
+
+
+def test_step_keeps_the_enclosing_transaction_through_a_failed_attempt(
+    prefect_server: str,
+) -> None:
+    assert _within_a_transaction(use_step=True) == (False, 2)
