@@ -27,6 +27,7 @@ os.environ.update(
 
 import pytest  # noqa: E402
 
+from sandbox.receiver import Receiver  # noqa: E402
 from sandbox.server import Sandbox  # noqa: E402
 from tests.helpers import services  # noqa: E402
 
@@ -112,6 +113,26 @@ def sandbox_blocks(prefect_server: str, sandbox: Sandbox, result_storage: Path) 
 
     save_sandbox_blocks(sandbox.urls)
     return sandbox
+
+
+@pytest.fixture
+def alert_receiver(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    """Alerts go through a real Custom Webhook notification block to a loopback receiver."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    from toolkit.config import settings
+
+    receiver = Receiver()
+    CustomWebhookNotificationBlock(
+        name="test-alerts",
+        url=f"{receiver.url}/alerts",
+        json_data={"subject": "{{subject}}", "body": "{{body}}"},
+    ).save("test-alerts", overwrite=True)
+    monkeypatch.setenv("RESILIENT_FLOWS_ALERT_BLOCK", "custom-webhook/test-alerts")
+    settings.cache_clear()
+    yield receiver
+    settings.cache_clear()
+    receiver.close()
 
 
 @pytest.fixture(scope="session")

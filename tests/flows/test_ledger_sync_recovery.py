@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -23,26 +22,6 @@ def sync(**parameters):
     from flows.ledger_sync import ledger_sync
 
     return ledger_sync(**{"batch_size": 100, **parameters}, return_state=True)
-
-
-@pytest.fixture
-def alerts(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    """Alerts go through a real Custom Webhook notification block to a loopback receiver."""
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
-
-    from toolkit.config import settings
-
-    receiver = Receiver()
-    CustomWebhookNotificationBlock(
-        name="test-alerts",
-        url=f"{receiver.url}/alerts",
-        json_data={"subject": "{{subject}}", "body": "{{body}}"},
-    ).save("test-alerts", overwrite=True)
-    monkeypatch.setenv("RESILIENT_FLOWS_ALERT_BLOCK", "custom-webhook/test-alerts")
-    settings.cache_clear()
-    yield receiver
-    settings.cache_clear()
-    receiver.close()
 
 
 @pytest.mark.parametrize("statuses", [[400], [404], [400, 404]])
@@ -102,7 +81,9 @@ def test_stored_rates_stand_in_when_both_rates_services_are_down(sandbox: Sandbo
     assert_ledger_exact(sandbox)
 
 
-def test_without_any_rates_the_run_fails_and_loads_nothing(sandbox: Sandbox, alerts) -> None:
+def test_without_any_rates_the_run_fails_and_loads_nothing(
+    sandbox: Sandbox, alert_receiver: Receiver
+) -> None:
     sandbox.set_down("rates", True)
     sandbox.set_down("rates_fallback", True)
 
@@ -110,12 +91,12 @@ def test_without_any_rates_the_run_fails_and_loads_nothing(sandbox: Sandbox, ale
 
     assert state.is_failed() and "nothing loaded" in state.message
     assert sandbox.counters()["ledger"]["requests"] == 0
-    subjects = [a["subject"] for a in alerts.json_bodies()]
+    subjects = [a["subject"] for a in alert_receiver.json_bodies()]
     assert subjects.count("Ledger sync failed: too much lost") == 1  # and no flow retry
 
 
 def test_without_any_rates_a_tolerant_run_ends_degraded_loading_only_eur(
-    sandbox: Sandbox, alerts
+    sandbox: Sandbox, alert_receiver: Receiver
 ) -> None:
     sandbox.set_down("rates", True)
     sandbox.set_down("rates_fallback", True)
@@ -131,11 +112,11 @@ def test_without_any_rates_a_tolerant_run_ends_degraded_loading_only_eur(
     }
     loaded = set(sandbox.ledger_state()["net_applications"])
     assert loaded == eur and summary.valid == len(eur) and summary.skipped > 0
-    assert any("degraded" in a["subject"].lower() for a in alerts.json_bodies())
+    assert any("degraded" in a["subject"].lower() for a in alert_receiver.json_bodies())
 
 
 def test_records_skipped_for_want_of_rates_are_loaded_once_the_rates_are_back(
-    sandbox: Sandbox, alerts
+    sandbox: Sandbox, alert_receiver: Receiver
 ) -> None:
     from toolkit.breaker import breaker_for
 
@@ -191,12 +172,14 @@ def paused_run(**parameters):
 
 
 @pytest.mark.parametrize("approved", [True, False])
-def test_approval_pause_is_resumed_with_input(sandbox: Sandbox, alerts, approved: bool) -> None:
+def test_approval_pause_is_resumed_with_input(
+    sandbox: Sandbox, alert_receiver: Receiver, approved: bool
+) -> None:
     from prefect.flow_runs import resume_flow_run
 
     thread, holder, run_id = paused_run(approval_above_eur=Decimal("1000"))
     assert sandbox.counters()["ledger"]["requests"] == 0  # paused before loading
-    assert any("Approval needed" in a["subject"] for a in alerts.json_bodies())
+    assert any("Approval needed" in a["subject"] for a in alert_receiver.json_bodies())
 
     resume_flow_run(
         run_id, run_input={"approved": approved, "reason": "checked", "approver": "ops@example"}
@@ -214,7 +197,7 @@ def test_approval_pause_is_resumed_with_input(sandbox: Sandbox, alerts, approved
 
 @pytest.mark.parametrize(("policy", "final"), [("reject", "Rejected"), ("approve", "Completed")])
 def test_approval_timeout_follows_its_policy(
-    sandbox: Sandbox, alerts, policy: str, final: str
+    sandbox: Sandbox, alert_receiver: Receiver, policy: str, final: str
 ) -> None:
     state = sync(
         approval_above_quarantine_rate=0.01,
@@ -223,7 +206,7 @@ def test_approval_timeout_follows_its_policy(
     )
 
     assert state.name == final
-    assert any("timed out" in a["subject"] for a in alerts.json_bodies())
+    assert any("timed out" in a["subject"] for a in alert_receiver.json_bodies())
     assert (sandbox.counters()["ledger"]["applied"] > 0) == (policy == "approve")
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from sandbox.receiver import Receiver
@@ -11,26 +9,9 @@ from toolkit.alerts import alert
 from toolkit.config import settings
 
 
-@pytest.fixture
-def alert_block(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
-
-    receiver = Receiver()
-    CustomWebhookNotificationBlock(
-        name="test-alerts",
-        url=f"{receiver.url}/alerts",
-        json_data={"subject": "{{subject}}", "body": "{{body}}"},
-    ).save("test-alerts", overwrite=True)
-    monkeypatch.setenv("RESILIENT_FLOWS_ALERT_BLOCK", "custom-webhook/test-alerts")
-    settings.cache_clear()
-    yield receiver
-    settings.cache_clear()
-    receiver.close()
-
-
-def test_an_alert_goes_through_the_configured_block(alert_block: Receiver) -> None:
+def test_an_alert_goes_through_the_configured_block(alert_receiver: Receiver) -> None:
     assert alert("Sync degraded", "3 of 100 lost") is True
-    assert alert_block.json_bodies() == [{"subject": "Sync degraded", "body": "3 of 100 lost"}]
+    assert alert_receiver.json_bodies() == [{"subject": "Sync degraded", "body": "3 of 100 lost"}]
 
 
 def test_without_a_block_an_alert_is_only_logged(

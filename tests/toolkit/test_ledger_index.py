@@ -1,4 +1,5 @@
-"""The ledger index on a real SQLite file and a real PostgreSQL database (127.0.0.1:5432).
+"""The ledger index on a real SQLite file and a real PostgreSQL database (the session's own,
+chosen by tests/helpers/services.py).
 
 Claims, approval, confirmation and release are counted in the database itself; the lock
 itself is tests/toolkit/test_database_lock.py.
