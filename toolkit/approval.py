@@ -97,8 +97,10 @@ def request_approval(
         "reason": f"no decision within {timeout_seconds} s: policy '{on_timeout}'",
         "approver": TIMEOUT_APPROVER,
     }
-    # Once a pause has expired the server lets the run go nowhere but Failed, so the policy's
-    # decision is delivered through the same door as a person's, just before the deadline.
+    # Once a pause has expired the server lets the run go nowhere but Failed (Prefect 3.9.1,
+    # HandleResumingPausedFlows in prefect/server/orchestration/core_policy.py; pinned by
+    # tests/toolkit/test_approval.py), so the policy's decision is delivered through the same
+    # door as a person's, just before the deadline.
     timer = threading.Timer(
         timeout_seconds, contextvars.copy_context().run, (_resume, flow_run.id, policy)
     )

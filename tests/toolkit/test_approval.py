@@ -6,6 +6,7 @@ on every resume (and, through /ui/schemas/validate, on the UI's form as it is fi
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -89,3 +90,24 @@ def test_prefect_initial_data_drops_descriptions() -> None:
 def test_decided_by_names_someone() -> None:
     assert Approval(approved=True, approver="cfo").decided_by == "cfo"
     assert Approval(approved=False).decided_by == "a person who gave no name"
+
+
+def test_prefect_fails_a_run_that_goes_on_after_its_pause_expired(prefect_server: str) -> None:
+    """Pins the Prefect behaviour `request_approval`'s timer works around (3.9.1,
+    `HandleResumingPausedFlows` in prefect/server/orchestration/core_policy.py): once a pause's
+    deadline has passed, the run may leave Paused only for Failed, so a decision taken after
+    `FlowPauseTimeout` can never be acted on. When this fails, the timer can go: catching
+    `FlowPauseTimeout` and applying the policy would be enough."""
+    from prefect import flow
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
+
+    @flow
+    def goes_on_after_the_deadline() -> str:
+        with contextlib.suppress(FlowPauseTimeout):
+            pause_flow_run(timeout=1, poll_interval=1)
+        return "went on"
+
+    state = goes_on_after_the_deadline(return_state=True)
+    assert state.is_failed(), state
+    assert "never resumed" in (state.message or ""), state.message
