@@ -51,22 +51,19 @@ def pool_of(deployment: dict[str, Any]) -> str:
     return (deployment.get("work_pool") or {}).get("name")
 
 
-def ensure_work_pools(pools: set[str], log: TextIO | None = None) -> list[str]:
-    """Create the missing work pools among `pools`; the names of those created."""
+def ensure_work_pools(pools: set[str], log: TextIO | None = None) -> None:
+    """Create the missing work pools among `pools`."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
 
-    created = []
     with get_client(sync_client=True) as client:
         for name in sorted(pools):
             try:
                 client.create_work_pool(WorkPoolCreate(name=name, type=KNOWN_WORK_POOLS[name]))
-                created.append(name)
                 print(f"created work pool {name}", file=log)  # None: the terminal
             except ObjectAlreadyExists:
                 pass
-    return created
 
 
 def ensure_docker_variables(log: TextIO | None = None) -> None:

@@ -31,8 +31,6 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from toolkit.cli import parse_parameters
-from toolkit.retry import backoff_delays
-from toolkit.terminal import run_link
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -62,6 +60,8 @@ def trigger(
 def poll(run_id: UUID | str, timeout_seconds: float = 3600, max_interval: float = 10.0) -> FlowRun:
     """The run once its state is final, or as it was when `timeout_seconds` had passed."""
     from prefect.client.orchestration import get_client
+
+    from toolkit.retry import backoff_delays
 
     deadline = time.monotonic() + timeout_seconds
     intervals = backoff_delays(0.5, max_interval, jitter=0.0)
@@ -105,6 +105,8 @@ def closing(state: State | None, link: str | None, timeout_seconds: float) -> tu
 
 
 def main(argv: list[str]) -> int:
+    from toolkit.terminal import run_link
+
     parser = argparse.ArgumentParser(prog="python -m deployments.trigger")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="start a deployment run; print its id")

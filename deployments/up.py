@@ -78,7 +78,8 @@ def main(argv: list[str]) -> int:
         sandbox = Sandbox(n_records=args.records).start()
         receiver = Receiver()
         try:
-            deployed = provision(home, sandbox.urls, f"{receiver.url}/callbacks")
+            callback_url = f"{receiver.url}/callbacks"
+            deployed = provision(home, sandbox.urls, callback_url)
             if deployed is None:
                 print(f"deploy failed: see {home / 'deploy.log'}", file=sys.stderr)
                 return 1
@@ -98,7 +99,7 @@ def main(argv: list[str]) -> int:
             rows = [
                 *deployment_rows(deployed),
                 None,
-                *process_rows(home, sandbox.urls, f"{receiver.url}/callbacks"),
+                *process_rows(home, sandbox.urls, callback_url),
                 ("Prefect server", api_url, origin),
                 ("UI", ui, "Deployments > pick one > Run"),
             ]
@@ -126,18 +127,10 @@ def main(argv: list[str]) -> int:
 def provision(home: Path, sandbox_urls: dict[str, str], callback_url: str) -> list | None:
     """Deploy (Prefect's output to `home/deploy.log`) and point the blocks at the sandbox and
     the receiver; the deployments deployed, or None if deploying failed."""
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
-
     from deployments import deploy
     from deployments.stack import save_callback_block, save_sandbox_blocks
 
-    # Prefect read its settings when first imported (`python -m deployments` imports it
-    # before `up` sets the environment): unless told again, this process's own API calls
-    # would go to a temporary server of Prefect's, not to the stack's.
-    settings = {PREFECT_API_URL: os.environ["PREFECT_API_URL"]}
-    if os.environ.get("PREFECT_API_AUTH_STRING"):
-        settings[PREFECT_API_AUTH_STRING] = os.environ["PREFECT_API_AUTH_STRING"]
-    with temporary_settings(updates=settings), (home / "deploy.log").open("a") as log:
+    with (home / "deploy.log").open("a") as log:
         code, deployed = deploy.deploy([], docker=False, log=log)
         if code != 0:
             return None
@@ -169,13 +162,14 @@ def starts(deployment: dict[str, Any]) -> str:
 def deployment_rows(deployed: list[dict[str, Any]]) -> list[Row]:
     """A row per deployment: the name `python -m deployments run` takes, its pool, its start."""
     from deployments.check import load_entrypoint
+    from deployments.deploy import pool_of
     from deployments.stack import PROJECT_ROOT
 
     rows: list[Row] = []
     for deployment in deployed:
         flow, _ = load_entrypoint(deployment["entrypoint"], PROJECT_ROOT)  # checked already
         name = f"{flow.name}/{deployment['name']}"
-        rows.append((name, f"pool {deployment['work_pool']['name']}", starts(deployment)))
+        rows.append((name, f"pool {pool_of(deployment)}", starts(deployment)))
     return rows
 
 
