@@ -124,8 +124,9 @@ class Lines:
 
     def update(self, description: str, done: int, total: int | None) -> None:
         ended = total is not None and done >= total
-        last = self._last.get(description)
-        if line_due(ended, last, time.monotonic(), self.every) and description not in self._ended:
+        now = time.monotonic()
+        last = self._last.setdefault(description, now)  # a phase's first update: its start
+        if line_due(ended, last, now, self.every) and description not in self._ended:
             self._print(progress_line(description, done, total), description, ended)
 
     def finish(self, description: str, done: int) -> None:
@@ -141,8 +142,9 @@ class Lines:
 
 def line_due(ended: bool, last: float | None, now: float, every: float) -> bool:
     """Whether a plain display prints a line: at a phase's end, else every `every` seconds
-    (`last`: when it last printed one for that phase, None if never; the first line waits
-    `every` seconds too, so a short phase prints one line, its last)."""
+    (`last`: when it last printed one for that phase, else when the phase started, so the
+    first line waits `every` seconds too and a short phase prints one line, its last; None:
+    no line before the end)."""
     return ended or (last is not None and now - last >= every)
 
 
@@ -168,8 +170,9 @@ def terminal_view(verbose: bool = False, console: Console | None = None) -> Iter
     """What a person at a terminal sees of the runs inside: each `Progress` as a bar (a few
     plain lines if `console` is not a terminal), and of the logs only warnings and errors,
     unless `verbose` or Prefect's PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL asks for more."""
-    console = console or prefect_console() or Console(stderr=True)
-    handlers = [h for h in logging.getLogger().handlers if _is_prefect_console(h)]
+    handlers: list[Any] = [h for h in logging.getLogger().handlers if _is_prefect_console(h)]
+    # By default, the console of Prefect's console handler (stderr, with Prefect's styles).
+    console = console or (handlers[0].console if handlers else Console(stderr=True))
     levels = [handler.level for handler in handlers]
     if (level := console_level(verbose, os.environ)) is not None:
         for handler in handlers:
@@ -183,14 +186,6 @@ def terminal_view(verbose: bool = False, console: Console | None = None) -> Iter
         _DISPLAY.reset(token)
         for handler, level in zip(handlers, levels, strict=True):
             handler.setLevel(level)
-
-
-def prefect_console() -> Console | None:
-    """The console of Prefect's console log handler (stderr, with Prefect's styles), if set up."""
-    for handler in logging.getLogger().handlers:
-        if _is_prefect_console(handler):
-            return handler.console  # type: ignore[attr-defined]
-    return None
 
 
 def _is_prefect_console(handler: logging.Handler) -> bool:

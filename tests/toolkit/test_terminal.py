@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
@@ -59,6 +60,25 @@ def test_off_a_terminal_each_phase_ends_in_one_line() -> None:
         display.finish("Batches loaded", 30)  # already ended: no second line
 
     assert buffer.getvalue().splitlines() == ["Batches loaded: 30/30", "Records walked: 3,000"]
+
+
+def test_off_a_terminal_a_long_phase_prints_a_line_every_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(terminal, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    console, buffer = plain()
+    display = terminal.Lines(console, every=10.0)
+    for second in range(26):  # an update a second from the phase's start
+        clock[0] = float(second)
+        display.update("Records walked", 100 * (second + 1), None)
+    display.finish("Records walked", 2600)
+
+    assert buffer.getvalue().splitlines() == [
+        "Records walked: 1,100",  # 10 s after the start
+        "Records walked: 2,100",  # 10 s after that line
+        "Records walked: 2,600",
+    ]
 
 
 def test_on_a_terminal_each_phase_gets_a_bar() -> None:
