@@ -90,10 +90,11 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def upstream_retry_options() -> dict[str, Any]:
-    """Prefect task retries for an upstream call, from the settings (toolkit/config.py)."""
-    from toolkit.config import settings
+    """Prefect task retries for an upstream call, from the settings (toolkit/config.py), read
+    afresh: not the cached `settings()`, which importing this module must not prime."""
+    from toolkit.config import Settings
 
-    tunables = settings()
+    tunables = Settings()
     return {
         "retries": tunables.upstream_retries,
         "retry_delay_seconds": exponential_backoff(
@@ -105,10 +106,10 @@ def upstream_retry_options() -> dict[str, Any]:
 
 
 def flow_retry_options() -> dict[str, Any]:
-    """Prefect flow retries of a run that failed transiently, from the settings."""
-    from toolkit.config import settings
+    """Prefect flow retries of a run that failed transiently, from the settings (read afresh)."""
+    from toolkit.config import Settings
 
-    tunables = settings()
+    tunables = Settings()
     return {
         "retries": tunables.flow_retries,
         "retry_delay_seconds": tunables.flow_retry_delay_seconds,
@@ -142,6 +143,8 @@ def call_with_retries(
     raised as it is: the caller tells a permanent refusal from exhausted attempts with
     `is_transient`.
     """
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1, not {attempts}")
     delays = backoff_delays(first_delay, max_delay)
     for attempt in range(1, attempts + 1):
         try:
@@ -153,7 +156,7 @@ def call_with_retries(
             if on_retry is not None:
                 on_retry(attempt, exc, wait)
             sleep(wait)
-    raise ValueError(f"attempts must be at least 1, not {attempts}")
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -1,5 +1,6 @@
 """Shared test helpers: the ledger and sync processes (`ledger`), the local stack (`stack`),
-the services the suite needs (`services`), waiting (`polling`), logs (`logs`)."""
+the services the suite needs (`services`), waiting (`polling`), logs (`logs`), HTTP
+failures (`http`)."""
 
 from pathlib import Path
 

@@ -28,6 +28,7 @@ import redis
 import toolkit.breaker
 from sandbox.server import Sandbox
 from tests.helpers import ROOT
+from tests.helpers.http import status_error
 from tests.helpers.logs import logged
 from toolkit.breaker import (
     KEY_PREFIX,
@@ -490,13 +491,6 @@ def test_unreachable_redis_lets_every_call_through(
 
 
 # -- 7. what an outcome says (unit) -------------------------------------------------------------
-
-
-def status_error(status: int) -> httpx.HTTPStatusError:
-    request = httpx.Request("GET", "http://rates/rates")
-    return httpx.HTTPStatusError(
-        str(status), request=request, response=httpx.Response(status, request=request)
-    )
 
 
 @pytest.mark.parametrize(

@@ -6,13 +6,8 @@ import httpx
 import pytest
 from prefect.states import Failed
 
+from tests.helpers.http import status_error
 from toolkit.retry import is_transient, retry_if_transient
-
-
-def status_error(status: int) -> httpx.HTTPStatusError:
-    request = httpx.Request("GET", "http://upstream/records")
-    response = httpx.Response(status, request=request)
-    return httpx.HTTPStatusError(f"{status}", request=request, response=response)
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
@@ -95,6 +90,15 @@ def test_the_last_transient_failure_is_raised_when_attempts_run_out() -> None:
     with pytest.raises(httpx.HTTPStatusError):
         call_with_retries(call, 3, sleep=lambda _: None)
     assert len(calls) == 3
+
+
+def test_fewer_than_one_attempt_is_refused_before_any_call() -> None:
+    from toolkit.retry import call_with_retries
+
+    call, calls = failing()
+    with pytest.raises(ValueError, match="at least 1"):
+        call_with_retries(call, 0, sleep=lambda _: None)
+    assert calls == []
 
 
 def test_a_retry_after_longer_than_the_backoff_is_waited_out() -> None:
