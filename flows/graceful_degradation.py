@@ -23,7 +23,7 @@ from prefect import flow
 from prefect.states import State
 from pydantic import BaseModel, Field
 
-from flows.ledger.upstreams import fetch_page
+from flows.ledger.upstreams import iter_pages
 from toolkit import degradation
 from toolkit.services import load_service
 
@@ -50,21 +50,16 @@ def count_records(
       max_loss_fraction: Share of the records that may be lost to a page answering 404, from
         0 to 1, e.g. 0.2 for 20 %; within it the run ends Degraded, above it Failed.
     """
-    count, cursor = RecordCount(), None
+    count = RecordCount()
     with load_service("records_api", records_api).client() as client:
-        while True:
-            try:
-                page = fetch_page(client, cursor, page_size)
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != 404:
-                    raise
-                count.pages_missing += 1
-                break
-            count.pages += 1
-            count.records += len(page.items)
-            cursor = page.next_cursor
-            if cursor is None:
-                break
+        try:
+            for page in iter_pages(client, page_size):
+                count.pages += 1
+                count.records += len(page.items)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
+            count.pages_missing += 1
     lost = count.pages_missing * page_size  # at least: a missing page hides what follows
     why = f"page {count.pages + 1} answered 404" if count.pages_missing else ""
     return degradation.outcome(

@@ -54,11 +54,8 @@ RE-DELIVERY THROUGH PREFECT'S PUBLIC API
     The producer ends a stuck run with `client.set_task_run_state(run_id, Crashed(...))`,
     without `force`: the server's own rules refuse to crash a run that has just finished, and
     that item is read as it ended, not re-delivered. Then it submits the item again with
-    `process_item.delay`: a new task run, queued like any other. The code before this forced
-    the same run back to Scheduled (`force=True`), filling in `state_details.deferred` and
-    `task_parameters_id` by hand: undocumented details that pick the server's orchestration
-    policy and queue, which a Prefect release may change. The public path costs a task run
-    per re-delivery (the replaced one Crashed, saying why) and a second copy of the item's
+    `process_item.delay`: a new task run, queued like any other. The public path costs a task
+    run per re-delivery (the replaced one Crashed, saying why) and a second copy of the item's
     parameters; a replaced run that a live worker holds may still run (the server lets a run
     leave Crashed for Running): a duplicate execution, as above.
 
@@ -139,13 +136,13 @@ def gather(
             queue, actions = decide(queue, states, time.monotonic(), rules)
             for action in actions:
                 match action:
-                    case Done(key, run_id):
+                    case Done(key, run_id, deliveries):
                         try:  # the worker's result, read back from result storage
                             future = PrefectDistributedFuture[dict[str, Any]](run_id)
                             results[key] = ItemResult.model_validate(future.result())
                         except Exception as exc:  # storage not shared with the worker, likely
                             error = f"processed, but its result is unreadable here: {exc!r}"
-                            put_aside(key, run_id, redelivered.get(key, 1), error)
+                            put_aside(key, run_id, deliveries, error)
                     case GiveUp(key, run_id, deliveries, error, retire):
                         if retire:
                             retire_run(client, run_id, f"set aside: {error}")

@@ -12,7 +12,8 @@ Solution
     Idempotency-Key (`flows.ledger.upstreams.post_batch`, the request `load_batch` makes too),
     so a second delivery is a 200 replay at the ledger, not a second application. It retries
     transient failures with Prefect's task retries (`toolkit.retry.UPSTREAM_RETRY`: backoff, at
-    most 8 retries) and never a permanent one: a 4xx becomes `RejectedItem`, named by
+    most as many retries as the RESILIENT_FLOWS_UPSTREAM_RETRIES setting, 8 by default) and
+    never a permanent one: a 4xx becomes `RejectedItem`, named by
     `toolkit.retry.describe_failure`. Its result (an `ItemResult`) is persisted, for the
     producer to read from result storage; what the producer made of every item is a
     `QueueSummary` (processed, `SetAside`, re-delivered).

@@ -111,6 +111,7 @@ class Queue:
 class Done:
     key: str
     run_id: UUID
+    deliveries: int
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def decide(
     for entry, state in seen:
         reason = ""
         if state is not None and state.is_completed():
-            actions.append(Done(entry.key, entry.run_id))
+            actions.append(Done(entry.key, entry.run_id, entry.deliveries))
             continue
         if state is not None and state.is_crashed():
             reason = f"its run crashed: {state.message}"

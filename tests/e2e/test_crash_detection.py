@@ -36,6 +36,7 @@ from deployments.crash_detection import (
     install_crash_detection,
 )
 from tests.helpers import ROOT
+from tests.helpers.polling import poll_until
 from tests.helpers.stack import deploy
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -171,16 +172,6 @@ def read_run(run_id: UUID):
         return client.read_flow_run(run_id)
 
 
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"no {what} after {timeout:.0f} s")
-
-
 @pytest.mark.timeout(420)
 def test_a_run_whose_machine_died_is_marked_crashed(
     deployed: str, env: dict[str, str], tmp_path: Path
@@ -198,8 +189,8 @@ def test_a_run_whose_machine_died_is_marked_crashed(
     )
     try:
         run_id = trigger("fire-and-forget/fire-and-forget", {"seconds": 600})
-        wait_until(lambda: read_run(run_id).state.is_running(), 120, "Running run")
-        wait_until(lambda: heartbeats(run_id), 60, "heartbeat")
+        poll_until(lambda: read_run(run_id).state.is_running(), 120, 1, "a Running run")
+        poll_until(lambda: heartbeats(run_id), 60, 1, "a heartbeat")
         processes = [worker.pid, *descendants(worker.pid)]
         assert len(processes) > 1, "no flow-run process under the worker"
 
@@ -209,13 +200,14 @@ def test_a_run_whose_machine_died_is_marked_crashed(
                     kill(pid, signal.SIGKILL)
         killed = time.monotonic()
         worker.wait(timeout=10)
-        wait_until(lambda: not any(alive(pid) for pid in processes), 10, "end of the processes")
+        poll_until(lambda: not any(alive(pid) for pid in processes), 10, 1, "the processes' end")
         assert read_run(run_id).state.is_running()
 
-        run = wait_until(
+        run = poll_until(
             lambda: (run := read_run(run_id)).state.is_final() and run,
             KILL_TO_CRASHED_SECONDS,
-            "final state",
+            1,
+            "a final state",
         )
         took = time.monotonic() - killed
         last_heartbeat = max(event.occurred for event in heartbeats(run_id))

@@ -36,4 +36,4 @@ def test_stored_rates_too_old_give_none(sandbox: Sandbox) -> None:
     assert source() == "primary"
     sandbox.set_down("rates", True)
     sandbox.set_down("rates_fallback", True)
-    assert source(max_stored_age_hours=1e-9) == "none"
+    assert source(max_rates_age_hours=1e-9) == "none"

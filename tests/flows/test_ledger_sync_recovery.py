@@ -12,6 +12,7 @@ import pytest
 from sandbox.receiver import Receiver
 from sandbox.server import Sandbox
 from tests.helpers.ledger import assert_ledger_exact
+from tests.helpers.polling import poll_until
 
 pytestmark = pytest.mark.usefixtures("sandbox_blocks")
 
@@ -157,18 +158,16 @@ def paused_run(**parameters):
     """Start a sync that will pause in a thread; return (thread, result holder, run id)."""
     from prefect.client.orchestration import get_client
 
+    def paused():
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(limit=5, sort="START_TIME_DESC")
+        return next((run for run in runs if run.state and run.state.is_paused()), None)
+
     holder: dict = {}
     thread = threading.Thread(target=lambda: holder.setdefault("state", sync(**parameters)))
     thread.start()
-    deadline = time.monotonic() + 60
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            runs = client.read_flow_runs(limit=5, sort="START_TIME_DESC")
-            paused = [r for r in runs if r.state and r.state.is_paused()]
-            if paused:
-                return thread, holder, paused[0].id
-            time.sleep(0.3)
-    raise AssertionError("the run never paused")
+    run = poll_until(paused, timeout=60, interval=0.3, what="the run pausing")
+    return thread, holder, run.id
 
 
 @pytest.mark.parametrize("approved", [True, False])

@@ -46,8 +46,16 @@ def test_a_completed_run_is_done_and_leaves_the_queue() -> None:
 
     queue, actions = observe(queue, 1.0, Completed(), Running())
 
-    assert actions == [Done("item-0", first.run_id)]
+    assert actions == [Done("item-0", first.run_id, 1)]
     assert keys(queue) == ["item-1"]
+
+
+def test_done_counts_the_deliveries_it_took() -> None:
+    queue = queue_of(1).redelivered("item-0", new_run := uuid4(), now=5.0)
+
+    _, actions = observe(queue, 6.0, Completed())
+
+    assert actions == [Done("item-0", new_run, 2)]
 
 
 def test_failed_and_cancelled_runs_are_set_aside_with_their_message_and_not_retired() -> None:
@@ -204,6 +212,6 @@ def test_at_the_overall_timeout_everything_open_is_given_up_instead_of_redeliver
     assert actions == [
         GiveUp("item-0", run_ids[0], 1, "no final state within 100 s (last: Running)", False),
         GiveUp("item-1", run_ids[1], 1, "no final state within 100 s (last: unknown)", False),
-        Done("item-2", run_ids[2]),
+        Done("item-2", run_ids[2], 1),
     ]
     assert queue.open == ()
