@@ -10,7 +10,8 @@ Solution: one classification of failures (`is_transient`) and, built on it:
   with jitter, and a `retry_condition_fn` that refuses to retry a permanent error and waits
   out a 429's Retry-After before Prefect's backoff starts;
 - `call_with_retries`, the same policy for code that is not a task (a flow's state hook, a
-  CLI), with `backoff_delays`;
+  CLI), with `backoff_delays`; `call_upstream`, that policy with the settings' counts, for
+  calls too frequent to be a task run each (ledger_sync's pages and batches);
 - `end_run_unless_transient`, for a flow's top level: a transient failure is re-raised so
   Prefect's flow retries resume the run from its checkpoints; a permanent one ends the run
   as Failed at once (Prefect has no retry condition for flows: see `spend_flow_retries`);
@@ -33,6 +34,8 @@ from typing import Any, TypeVar
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_logger, get_run_logger
 from prefect.states import Failed, State
 from prefect.tasks import exponential_backoff
 
@@ -174,6 +177,41 @@ def describe_failure(exc: BaseException) -> str:
         reason = None
     reason = reason or response.text[:200].strip()
     return f"HTTP {response.status_code}: {reason}" if reason else f"HTTP {response.status_code}"
+
+
+def call_upstream(call: Callable[[], R], what: str) -> R:
+    """`call()` under the upstream retry policy of the settings, outside any task.
+
+    The same attempts, backoff, Retry-After and transient-only classification as
+    `upstream_retry_options`, for a call made too often to be a task run of its own: each
+    task run costs the Prefect server more CPU than a page of records costs the flow
+    (benchmarks/RESULTS.md). Each retry is logged to the run's log, naming `what` failed.
+    """
+    from toolkit.config import settings
+
+    tunables = settings()
+
+    def log_retry(attempt: int, exc: BaseException, wait: float) -> None:
+        try:
+            logger = get_run_logger()
+        except MissingContextError:  # outside a run: the module's own logger
+            logger = get_logger(__name__)
+        logger.info(
+            "%s failed (%s): retry %d/%d in %.2f s",
+            what,
+            describe_failure(exc),
+            attempt,
+            tunables.upstream_retries,
+            wait,
+        )
+
+    return call_with_retries(
+        call,
+        attempts=tunables.upstream_retries + 1,
+        first_delay=tunables.upstream_backoff_seconds,
+        max_delay=MAX_RETRY_AFTER_SECONDS,
+        on_retry=log_retry,
+    )
 
 
 def end_run_unless_transient(exc: Exception) -> State:

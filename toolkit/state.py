@@ -9,8 +9,7 @@ no class path is baked into the file) in the result store of the current run, un
 business key that carries the schema version (`walk-page/v3/<hash>`). Reading looks for the
 current version first, then for older ones, and migrates them step by step (`MIGRATIONS[n]`
 turns version n into n + 1; a model without one for n reads the old shape as it is); an old
-record that cannot be read is logged and recomputed. Tasks with side effects inside a
-Prefect transaction are called through `step()` (see why there).
+record that cannot be read is logged and recomputed.
 
 Where it is stored is Prefect configuration (`PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK` for a
 remote block, else `PREFECT_RESULTS_LOCAL_STORAGE_PATH`, by default under `PREFECT_HOME`),
@@ -34,7 +33,6 @@ from typing import Any, ClassVar, TypeVar
 
 from prefect.results import ResultStore, get_result_store
 from prefect.serializers import JSONSerializer
-from prefect.transactions import CommitMode, transaction
 from pydantic import BaseModel, ValidationError
 
 from toolkit.idempotency import business_key
@@ -65,7 +63,6 @@ class Versioned(BaseModel):
 
 
 V = TypeVar("V", bound=Versioned)
-R = TypeVar("R")
 
 
 def state_store() -> ResultStore:
@@ -116,20 +113,3 @@ def remember(value: Versioned, *parts: Any) -> None:
     """Store state that no side effect depends on (no transaction), replacing any older."""
     key = state_key(type(value), parts, STATE_SCHEMA_VERSION)
     state_store().write(key=key, obj=value.model_dump(mode="json"))
-
-
-def step(task: Callable[..., R], *args: Any, **kwargs: Any) -> R:
-    """Call a task as one step of the current transaction, its retries included.
-
-    Prefect 3.9 rolls back the *enclosing* transaction when one attempt of a retried task
-    fails (the attempt's `Transaction.reset` calls `parent.rollback()`: prefect/transactions.py
-    in 3.9.1), even if a later attempt succeeds; the enclosing transaction could then no
-    longer compensate. A scope of its own per call takes that rollback; the successful
-    attempt, and its `on_rollback` hooks, still join the enclosing transaction, so a later
-    failure compensates it. tests/toolkit/test_state.py pins that behaviour: when Prefect
-    fixes it, that test fails, and this function can go.
-    """
-    with transaction(commit_mode=CommitMode.LAZY) as scope:
-        result = task(*args, **kwargs)
-        scope.stage(result)  # the successful attempt is what counts, not the failed ones
-    return result

@@ -11,26 +11,26 @@ Solution
     on a batch stays approved until the ledger has answered for it. Each is read back as the
     walk claimed it (its body in the index, so the same id and Idempotency-Key), posted, and
     marked applied, inside one Prefect transaction: if the index cannot record it, the
-    rollback runs `load_batch`'s rollback hook, which DELETEs the batch from the ledger, and
-    the batch, still approved, is posted again by the flow's retry. A run that dies anywhere
-    leaves approved batches that the next run posts again: a replay if the ledger had applied
-    it, an application if not. One page at a time is in memory.
+    transaction's rollback hook DELETEs the batch from the ledger, and the batch, still
+    approved, is posted again by the flow's retry. A run that dies anywhere leaves approved
+    batches that the next run posts again: a replay if the ledger had applied it, an
+    application if not. One page at a time is in memory. A POST is not a task run (see
+    flows/ledger/plan.py for why); its retries are `toolkit.retry.call_upstream`'s.
 """
 
 from __future__ import annotations
 
 from prefect import get_run_logger
-from prefect.transactions import CommitMode, transaction
-from prefect.utilities.annotations import opaque
+from prefect.transactions import CommitMode, Transaction, transaction
 
 from flows.ledger.models import Batch, LedgerReceipt
 from flows.ledger.plan import RunFigures, state_key
 from flows.ledger.sync_state import SyncState
-from flows.ledger.upstreams import Upstreams, load_batch
+from flows.ledger.upstreams import Upstreams, compensate_batch, post_batch
 from toolkit.ledger_index import ClaimedBatch, LedgerIndex
 from toolkit.report import Progress
-from toolkit.retry import TransientError
-from toolkit.state import remember, step
+from toolkit.retry import TransientError, call_upstream
+from toolkit.state import remember
 
 
 class BatchNotRecorded(TransientError):
@@ -77,11 +77,17 @@ def post_claimed(
     upstreams: Upstreams, index: LedgerIndex, batch: Batch, run: RunFigures
 ) -> LedgerReceipt:
     """POST a batch and record it applied, all or nothing (a rollback DELETEs the batch)."""
+    ledger = upstreams.ledger
+
+    def compensate(_: Transaction) -> None:
+        compensate_batch(ledger, batch.batch_id)
+
     posted = False
     try:
         with transaction(commit_mode=CommitMode.LAZY) as txn:
-            # opaque: Prefect need not walk the batch's entries looking for futures
-            receipt = step(load_batch, upstreams.ledger, opaque(batch))
+            what = f"POST of batch {batch.batch_id}"
+            receipt = call_upstream(lambda: post_batch(ledger, batch), what)
+            txn.stage(receipt, on_rollback_hooks=[compensate])
             posted = True
             index.mark_applied(upstreams.ledger_url, batch.batch_id)
     except Exception as exc:

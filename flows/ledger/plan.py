@@ -21,6 +21,12 @@ Solution
     snapshot expired: its walk is given up and a new snapshot begins, the index keeping the
     ledger exact.
 
+    A page is not a task run: Prefect's server spends more CPU recording a task run than the
+    flow spends on a page of 500 records (benchmarks/RESULTS.md), so a sync of a million
+    records would mostly be bookkeeping. What a task run would give is here already: each
+    page's checkpoint (`Page`), its retries (`toolkit.retry.call_upstream`: the same policy as
+    the upstream tasks'), and its progress (the run's progress artifact and logs).
+
 How to run
     Called by flows/ledger_sync.py; see tests/flows/ledger/test_plan.py.
 """
@@ -37,10 +43,10 @@ from prefect import get_run_logger
 from flows.ledger.models import Batch, Entry, Quarantined, convert
 from flows.ledger.rates import resolve_rates
 from flows.ledger.sync_state import Page, SyncState, WalkEnd, WalkSpec
-from flows.ledger.upstreams import Upstreams, fetch_page
+from flows.ledger.upstreams import Upstreams, get_page
 from toolkit.ledger_index import BatchState, ClaimedBatch, Holder, LedgerIndex
 from toolkit.report import Progress
-from toolkit.retry import TransientError
+from toolkit.retry import TransientError, call_upstream
 from toolkit.state import lookup, remember
 
 SAVE_EVERY_SECONDS = 1.0
@@ -149,7 +155,8 @@ def begin(
 ) -> tuple[SyncState, Page | None]:
     """Fetch the first page: the done sync if it covers the snapshot (and no page), or a new
     walk of the snapshot and its first page, checkpointed."""
-    first = fetch_page(upstreams.records, None, min(batch_size, max_records or batch_size))
+    limit = min(batch_size, max_records or batch_size)
+    first = call_upstream(lambda: get_page(upstreams.records, None, limit), "the first page")
     run.pages_fetched += 1
     if done is not None and done.covers(first.snapshot, max_records):
         run.nothing_new = True
@@ -211,7 +218,9 @@ def fetch_next(upstreams: Upstreams, state: SyncState) -> Page | None:
     spec = state.walk
     limit = spec.limit_after(state.totals.records)
     try:
-        fetched = fetch_page(upstreams.records, state.cursor, limit)
+        fetched = call_upstream(
+            lambda: get_page(upstreams.records, state.cursor, limit), f"page {state.position + 1}"
+        )
     except httpx.HTTPStatusError as exc:
         if exc.response.status_code == 410:
             raise SnapshotExpired from exc

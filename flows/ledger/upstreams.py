@@ -76,12 +76,18 @@ def open_upstreams(
         )
 
 
-@task(**UPSTREAM_TASK, task_run_name="fetch-page")
-def fetch_page(client: httpx.Client, cursor: str | None, limit: int) -> RecordsPage:
+def get_page(client: httpx.Client, cursor: str | None, limit: int) -> RecordsPage:
+    """One GET of the records service, no retry: `fetch_page` (a task with Prefect's retries),
+    or `call_upstream` around it where a task run per page costs more than the page."""
     params: dict[str, str | int] = {"limit": limit}
     if cursor is not None:
         params["cursor"] = cursor
     return RecordsPage.model_validate(checked(client.get("/records", params=params)).json())
+
+
+@task(**UPSTREAM_TASK, task_run_name="fetch-page")
+def fetch_page(client: httpx.Client, cursor: str | None, limit: int) -> RecordsPage:
+    return get_page(client, cursor, limit)
 
 
 class CursorLoop(Exception):
@@ -114,7 +120,7 @@ def load_batch(client: httpx.Client, batch: Batch) -> LedgerReceipt:
 
 def post_batch(client: httpx.Client, batch: Batch) -> LedgerReceipt:
     """The POST itself, for `load_batch` and for callers with retries of their own (the message
-    queue's task); `httpx.HTTPStatusError` on a refusal."""
+    queue's task, ledger_sync's load); `httpx.HTTPStatusError` on a refusal."""
     response = checked(
         client.post(
             "/ledger/batches",

@@ -24,6 +24,7 @@ from tests.helpers.ledger import (
     run_sync,
     start_sync_process,
 )
+from tests.helpers.polling import poll_until
 
 pytestmark = pytest.mark.usefixtures("sandbox_blocks")
 
@@ -44,6 +45,30 @@ def test_clean_run_loads_every_valid_record_once(sandbox: Sandbox) -> None:
     ledger = sandbox.counters()["ledger"]
     assert (ledger["applied"], ledger["replayed"], ledger["deleted"]) == (PAGES, 0, 0)
     assert page_fetches(sandbox) == {cursor: 1 for cursor in page_fetches(sandbox)}
+
+
+def test_a_sync_records_no_task_run_per_page(sandbox: Sandbox) -> None:
+    """Pages and batches are not task runs (flows/ledger/plan.py says why): the task runs a
+    sync records do not grow with its pages."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    run_id = run_sync().state_details.flow_run_id
+    seen: list[int] = []
+
+    def recorded() -> list | None:
+        """The run's task runs once the server has recorded them all (their states arrive as
+        events, after the run ends): some, and no more for 2 s."""
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+            )
+        seen.append(len(runs))
+        return runs if runs and seen[-8:] == [len(runs)] * 8 else None
+
+    runs = poll_until(recorded, timeout=60, interval=0.25, what="the task runs being recorded")
+    assert_ledger_exact(sandbox)
+    assert len(runs) < PAGES, sorted(run.name for run in runs)
 
 
 def test_faulty_upstreams_still_give_an_exact_ledger(sandbox: Sandbox) -> None:

@@ -101,6 +101,32 @@ def test_fewer_than_one_attempt_is_refused_before_any_call() -> None:
     assert calls == []
 
 
+def test_call_upstream_takes_its_attempts_from_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from toolkit.config import settings
+    from toolkit.retry import call_upstream
+
+    monkeypatch.setenv("RESILIENT_FLOWS_UPSTREAM_RETRIES", "2")
+    monkeypatch.setenv("RESILIENT_FLOWS_UPSTREAM_BACKOFF_SECONDS", "0")
+    settings.cache_clear()
+    try:
+        call, calls = failing(*(status_error(503) for _ in range(5)))
+        with pytest.raises(httpx.HTTPStatusError):
+            call_upstream(call, "a page")
+        assert len(calls) == 3  # the first attempt and 2 retries
+
+        call, calls = failing(status_error(404))
+        with pytest.raises(httpx.HTTPStatusError):
+            call_upstream(call, "a page")
+        assert len(calls) == 1  # permanent: never retried
+
+        call, calls = failing(status_error(503), status_error(429))
+        assert call_upstream(call, "a page") == "done" and len(calls) == 3
+    finally:
+        settings.cache_clear()
+
+
 def test_a_retry_after_longer_than_the_backoff_is_waited_out() -> None:
     from toolkit.retry import call_with_retries
 
