@@ -75,6 +75,14 @@ class Entry(BaseModel):
     account: str
     amount_eur: str
 
+    def __str__(self) -> str:
+        """The text a batch's id and Idempotency-Key hash for this entry: pydantic 2's repr of
+        it, spelled out here so that the keys depend on this code, not on pydantic's (and
+        cost a format, not a walk of the model per entry)."""
+        return (
+            f"record_id={self.record_id!r} account={self.account!r} amount_eur={self.amount_eur!r}"
+        )
+
 
 class RecordsPage(BaseModel):
     snapshot: str

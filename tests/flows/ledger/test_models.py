@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from flows.ledger.models import Rates, convert
+from flows.ledger.models import Batch, Entry, Rates, convert
 from sandbox.dataset import RATES, Dataset
 
 GOOD = {
@@ -118,3 +118,26 @@ def test_an_id_twice_on_a_page_is_loaded_once_at_its_first_valid_occurrence() ->
     assert [q.record_id for q in out.repeated] == ["r-1", "r-1"]
     assert out.repeated[0].reason == "id: repeated on this page (loaded once)"
     assert [q.record_id for q in out.quarantined] == ["r-2"]
+
+
+def test_a_batch_keeps_its_id_and_idempotency_key_across_releases() -> None:
+    """Keys of batch key scheme 2, as every release since it computed them: a batch in flight
+    over an upgrade must be a replay, never a second application."""
+    batch = Batch.of(
+        [
+            Entry(record_id="r-1", account='acc "q" \\ é', amount_eur="1.00"),
+            Entry(record_id="r'2", account="x", amount_eur="0.00"),
+        ]
+    )
+    assert batch.batch_id == "b-21e7373c1cb8e780ac867742"
+    assert (
+        batch.idempotency_key == "ledger-sync-v2-e328e8d16dec6c4cecffa17af5c4d589924cd6c72c5b1c0d"
+    )
+
+
+def test_an_entry_reads_as_pydantic_would_show_it() -> None:
+    from pydantic import BaseModel
+
+    for text in ["plain", "it's", 'say "hi"', "back\\slash", "é\nnew line", "'\"both\"'"]:
+        entry = Entry(record_id=text, account=text, amount_eur="1.00")
+        assert str(entry) == BaseModel.__str__(entry)
