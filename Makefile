@@ -61,10 +61,9 @@ lock: venv
 clean:
 	rm -rf $(VENV) .prefect-home
 
-# ledger_sync against a bare asyncio + httpx script, side by side in one run (prints the ratio);
-# then every program as a whole process, as a user runs it (benchmarks/whole_process.py), e.g.
-# `make bench BENCH_ARGS="--quick --repeat 1"` or BENCH_ARGS="--records 100000 --markdown b.md".
-BENCH_ARGS ?=
+# Every program as a whole process, as a user runs it, side by side in one run against a bare
+# asyncio + httpx script (benchmarks/whole_process.py); the report goes to benchmarks/RESULTS.md.
+# A smoke run: `make bench BENCH_ARGS="--quick --repeat 1 --markdown /tmp/b.md"`.
+BENCH_ARGS ?= --markdown benchmarks/RESULTS.md
 bench: venv
-	$(BIN)/python -m benchmarks.ledger_sync_vs_httpx --records 100000
 	$(BIN)/python -m benchmarks.whole_process $(BENCH_ARGS)

@@ -185,7 +185,7 @@ def call_upstream(call: Callable[[], R], what: str) -> R:
     The same attempts, backoff, Retry-After and transient-only classification as
     `upstream_retry_options`, for a call made too often to be a task run of its own: each
     task run costs the Prefect server more CPU than a page of records costs the flow
-    (benchmarks/RESULTS.md). Each retry is logged to the run's log, naming `what` failed.
+    (README, "Benchmark"). Each retry is logged to the run's log, naming `what` failed.
     """
     from toolkit.config import settings
 
