@@ -3,6 +3,8 @@
 Both move the same records (pages of 500 from the records service, conversion to EUR, one
 ledger POST per page with an Idempotency-Key) through the same sandbox process, one after the
 other in one run, with the ledger reset in between; the figure to report is the ratio.
+`ledger_sync` runs inside this already warm process, a figure no user sees: `make bench`
+(benchmarks/whole_process.py) times whole processes, with `bare_sync` here as its floor.
 
 How to run:
     .venv/bin/python -m benchmarks.ledger_sync_vs_httpx --records 100000
