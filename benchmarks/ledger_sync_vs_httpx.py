@@ -52,19 +52,20 @@ async def bare_sync(urls: dict[str, str], page_size: int) -> int:
                 entries.append(
                     {"record_id": item["id"], "account": account, "amount_eur": str(eur)}
                 )
-            batch = {"batch_id": f"bare-{posts}", "entries": entries}
-            pending.append(
-                asyncio.ensure_future(
-                    client.post(
-                        f"{urls['ledger']}/ledger/batches",
-                        json=batch,
-                        headers={"Idempotency-Key": f"bare-{posts}"},
+            if entries:  # the ledger refuses an empty batch, as ledger_sync knows
+                batch = {"batch_id": f"bare-{posts}", "entries": entries}
+                pending.append(
+                    asyncio.ensure_future(
+                        client.post(
+                            f"{urls['ledger']}/ledger/batches",
+                            json=batch,
+                            headers={"Idempotency-Key": f"bare-{posts}"},
+                        )
                     )
                 )
-            )
+                posts += 1
             if len(pending) >= MAX_POSTS_IN_FLIGHT:  # as a careful script would: bounded
                 (await pending.pop(0)).raise_for_status()
-            posts += 1
             cursor = page["next_cursor"]
             if not cursor:
                 break

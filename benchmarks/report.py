@@ -3,8 +3,9 @@
 Scenario
     The figures of benchmarks/whole_process.py are worth something only beside the machine,
     the versions and the exact commands that produced them; and the comparisons a reader is
-    after (cold / floor, cold / no-op, what a no-op costs beyond its imports, how memory grows
-    with the record count) should not be left to mental arithmetic.
+    after (cold / floor, cold / no-op, resume / cold, naive / cold, what a no-op costs beyond
+    its imports, how time and memory grow with the record count) should not be left to
+    mental arithmetic.
 
 Solution
     tables turns the Series into the results table (median, min-max, peak RSS, server CPU,
@@ -121,6 +122,12 @@ def commands(
             "(<run> a fresh empty directory per repetition)",
         ),
         ("no-op", "the cold command again, same <run>, right after its cold run"),
+        (
+            "resume",
+            "POST /reset; the cold command with a fresh <run>, SIGKILLed (its process group) "
+            "once 90% of its batches are applied, not timed; then the cold command again",
+        ),
+        ("naive", f"POST /reset; {py} -m benchmarks.naive_prefect '<sandbox urls json>'"),
         *((program, shlex.join([py, *argv])) for program, argv in imports.items()),
     ]
 
@@ -130,10 +137,11 @@ def ratio(a: float, b: float) -> str:
 
 
 def tables(
-    results: list[Series], programs: tuple[str, str, str]
+    results: list[Series], programs: tuple[str, ...]
 ) -> tuple[list[list[str]], list[list[str]], list[str]]:
-    """The results table, the ratios table and the notes; `programs`: floor, cold, no-op."""
-    floor_program, cold_program, noop_program = programs
+    """The results table, the ratios table and the notes; `programs`: floor, cold, no-op,
+    resume, naive."""
+    floor_program, cold_program, *_ = programs
     by = {(s.records, s.program): s for s in results if s.runs}
     rows = [
         [
@@ -154,12 +162,14 @@ def tables(
     imported = by.get((None, "import flows.ledger_sync"))
     ratios = []
     for records in sizes:
-        floor, cold, noop = (by.get((records, p)) for p in programs)
+        floor, cold, noop, resume, naive = (by.get((records, p)) for p in programs)
         ratios.append(
             [
                 f"{records:,}",
                 ratio(cold.seconds, floor.seconds) if cold and floor else "n/a",
                 ratio(cold.seconds, noop.seconds) if cold and noop else "n/a",
+                f"{resume.seconds / cold.seconds:.0%}" if resume and cold else "n/a",
+                ratio(naive.seconds, cold.seconds) if naive and cold else "n/a",
                 f"{noop.seconds - imported.seconds:+.2f}" if noop and imported else "n/a",
                 ratio(cold.rss_mib, floor.rss_mib) if cold and floor else "n/a",
             ]
@@ -176,27 +186,19 @@ def tables(
             )
         else:
             notes.append(f"memory growth, {program}: n/a (one size measured)")
-    for records in sizes:
-        noop = by.get((records, noop_program))
-        if noop and noop.settled is not None:
-            notes.append(
-                f"{records:,} records: after a cold run the server stayed busy "
-                f"{noop.settled:.1f} s (median) before the no-op rerun could start on a quiet "
-                "server"
-            )
+    colds = [by[(r, cold_program)] for r in sizes if (r, cold_program) in by]
+    if len(colds) > 1 and colds[0].records == 0:  # linear: the same time per record at any size
+        zero = colds[0].seconds
+        per = [f"{(c.seconds - zero) / c.records * 1e5:.1f} s at {c.records:,}" for c in colds[1:]]
+        notes.append(
+            f"time growth, {cold_program}: beyond the zero-record run, per 100,000 records: "
+            + ", ".join(per)
+        )
     return rows, ratios, notes
 
 
-RESULT_HEADERS = [
-    "records",
-    "program",
-    "median s",
-    "min-max s",
-    "peak RSS MiB",
-    "server CPU s",
-    "waited s",
-    "HTTP rec/rat/led",
-]
+RESULT_HEADERS = ["records", "program", "median s", "min-max s", "peak RSS MiB"]
+RESULT_HEADERS += ["server CPU s", "waited s", "HTTP rec/rat/led"]
 LEGEND = [
     "median s, min-max s: wall time of the whole process, interpreter start to exit",
     "peak RSS MiB: the child's own ru_maxrss (os.wait4); the server and sandbox not counted",
@@ -204,13 +206,8 @@ LEGEND = [
     "waited s: before the child started, how long the server stayed busy (waited for quiet)",
     "HTTP rec/rat/led: requests to the records, rates (+fallback) and ledger services",
 ]
-RATIO_HEADERS = [
-    "records",
-    "cold / floor",
-    "cold / no-op",
-    "no-op - import flows.ledger_sync (s)",
-    "cold RSS / floor RSS",
-]
+RATIO_HEADERS = ["records", "cold / floor", "cold / no-op", "resume / cold", "naive / cold"]
+RATIO_HEADERS += ["no-op - import flows.ledger_sync (s)", "cold RSS / floor RSS"]
 
 
 def plain_table(headers: list[str], rows: list[list[str]], left: int = 1) -> str:
@@ -236,7 +233,7 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def report(
     results: list[Series],
-    programs: tuple[str, str, str],
+    programs: tuple[str, ...],
     cmds: list[tuple[str, str]],
     args: argparse.Namespace,
     markdown: bool,

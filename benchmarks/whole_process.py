@@ -20,26 +20,30 @@ Solution
               empty result storage and ledger index (RESILIENT_FLOWS_LEDGER_INDEX_URL) of
               its own, so that every cold run is really cold;
       no-op   the same command again, same storage and index, nothing changed;
-    and once for the whole benchmark the import floor, `python -c "import prefect"` and
-    `python -c "import flows.ledger_sync"`: the fixed cost nobody can beat.
+      resume  the cold command on a reset ledger and fresh storage, SIGKILLed once 90 % of
+              its batches are applied (not timed), then again: the resume is timed
+              (benchmarks/resume.py);
+      naive   once, at 10,000 records: the sync written with a task per record and
+              Prefect's defaults (benchmarks/naive_prefect.py);
+    and once the import floor, `python -c "import prefect"` and `... "import flows.ledger_sync"`.
     Each child is timed as a whole and its own peak RSS taken, the server and the sandbox
     not counted (benchmarks/processes.py: how, and why through a bare launcher). Before each
     child it waits for the Prefect server to go quiet: after a cold run the server goes on
     digesting its events and task runs for seconds, which on two cores would be timed
     against the next child (`--no-settle` starts at once); the server's CPU time during
-    each child is reported, as it is part of what a run costs. After every floor, cold and
-    no-op run the ledger must be exact (its total equals the sandbox's expected total,
+    each child is reported, as it is part of what a run costs. After every floor, cold,
+    no-op and resume run the ledger must be exact (its total equals the sandbox's expected total,
     every valid record held exactly once) and a no-op must leave it unchanged; anything
     else fails the benchmark loudly. The report (benchmarks/report.py) gives medians,
     min-max, peak RSS, the HTTP requests each program made (records/rates/ledger, from the
-    sandbox's counters) and the ratios: cold / floor, cold / no-op, the cold run's memory
-    growth from the smallest to the largest size, and what a no-op costs beyond its
-    imports. Every process it started is stopped on the way out, failure and Ctrl-C
+    sandbox's counters) and the ratios: cold / floor, cold / no-op, resume / cold, the
+    cold run's memory growth from the smallest to the largest size, and what a no-op costs
+    beyond its imports. Every process it started is stopped on the way out, failure and Ctrl-C
     included.
 
 How to run
     make bench                                                    # both benchmarks
-    .venv/bin/python -m benchmarks.whole_process                  # 100k and 1M records
+    .venv/bin/python -m benchmarks.whole_process                  # 0, 10k, 100k and 1M records
     .venv/bin/python -m benchmarks.whole_process --quick --repeat 1   # 10k, a smoke run
     .venv/bin/python -m benchmarks.whole_process --records 100000 --markdown bench.md
 """
@@ -56,8 +60,8 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from benchmarks.checks import exact_ledger, request_counts
 from benchmarks.processes import (
     BenchmarkError,
     Measured,
@@ -67,9 +71,10 @@ from benchmarks.processes import (
     sigterm_as_interrupt,
 )
 from benchmarks.report import commands, report
+from benchmarks.resume import kill_at_share
 
 PAGE_SIZE = 500
-DEFAULT_RECORDS = [100_000, 1_000_000]
+DEFAULT_RECORDS = [0, 10_000, 100_000, 1_000_000]  # 0: the fixed cost of a sync
 QUICK_RECORDS = [10_000]
 
 FLOOR_CODE = (
@@ -82,35 +87,12 @@ IMPORTS = {
     "import flows.ledger_sync": ["-c", "import flows.ledger_sync"],
 }
 FLOOR, COLD, NOOP = "floor (asyncio+httpx)", "ledger_sync cold", "ledger_sync no-op rerun"
+RESUME = "ledger_sync resume (killed at 90%)"
+NAIVE = "naive Prefect (a task per record)"
+PROGRAMS = (FLOOR, COLD, NOOP, RESUME, NAIVE)
+NAIVE_RECORDS = 10_000
+"""The size the naive version runs at, once per benchmark (a task run per record is slow)."""
 INDEX_ENV = "RESILIENT_FLOWS_LEDGER_INDEX_URL"
-
-
-def exact_ledger(sandbox: SandboxProcess, what: str) -> dict[str, Any]:
-    """The ledger's state, after checking it holds every valid record exactly once."""
-    ledger = sandbox.control("/ledger")
-    expected = sandbox.control("/expected")
-    total, want = ledger["summary"]["total_eur"], expected["total_eur"]
-    if total != want:
-        raise BenchmarkError(f"{what}: the ledger holds {total} EUR, {want} EUR expected")
-    net = ledger["net_applications"]
-    twice = {record_id: n for record_id, n in net.items() if n > 1}
-    if twice:
-        sample = dict(list(twice.items())[:5])
-        raise BenchmarkError(f"{what}: {len(twice)} records applied more than once: {sample}")
-    missing = set(expected["entries"]) - set(net)
-    if missing:
-        raise BenchmarkError(f"{what}: {len(missing)} valid records are not in the ledger")
-    return ledger
-
-
-def request_counts(counters: dict[str, Any], before: dict[str, Any] | None = None) -> str:
-    """Requests to records/rates/ledger since `before` (or since the last reset)."""
-
-    def count(*services: str) -> int:
-        now = sum(counters[s]["requests"] for s in services)
-        return now - (sum(before[s]["requests"] for s in services) if before else 0)
-
-    return f"{count('records')}/{count('rates', 'rates_fallback')}/{count('ledger')}"
 
 
 @dataclass
@@ -167,6 +149,12 @@ class Bench:
             register_blocks()
             save_sandbox_blocks(sandbox.urls)
             floor = ["-c", FLOOR_CODE, json.dumps(sandbox.urls)]
+            if records == NAIVE_RECORDS:
+                sandbox.control("/reset", {})
+                naive = ["-m", "benchmarks.naive_prefect", json.dumps(sandbox.urls)]
+                self.measure(records, NAIVE, naive, self.env, size_dir / "naive.log")
+                exact_ledger(sandbox, f"naive Prefect, {records} records")
+                self.series(records, NAIVE).requests = request_counts(sandbox.control("/counters"))
             for i in range(self.repeat):
                 sandbox.control("/reset", {})
                 self.measure(records, FLOOR, floor, self.env, size_dir / f"floor-{i}.log")
@@ -192,8 +180,24 @@ class Bench:
                 self.series(records, NOOP).requests = request_counts(
                     sandbox.control("/counters"), counters
                 )
+                if records:  # zero records: nothing to kill a run in the middle of
+                    self.resume(records, sandbox, size_dir / f"resume-{i}")
         finally:
             sandbox.stop()
+
+    def resume(self, records: int, sandbox: SandboxProcess, run_dir: Path) -> None:
+        """A cold run SIGKILLed at 90 % of its batches (not timed), then the resume, timed."""
+        run_dir.mkdir()
+        env = {**self.env, **flow_environment(run_dir)}
+        sandbox.control("/reset", {})
+        killed = [sys.executable, *FLOW_ARGS]
+        kill_at_share(
+            killed, env, run_dir / "killed.log", sandbox, records // PAGE_SIZE, self.timeout
+        )
+        before = sandbox.control("/counters")
+        self.measure(records, RESUME, FLOW_ARGS, env, run_dir / "resume.log")
+        exact_ledger(sandbox, f"resume, {records} records")
+        self.series(records, RESUME).requests = request_counts(sandbox.control("/counters"), before)
 
 
 def flow_environment(run_dir: Path) -> dict[str, str]:
@@ -214,14 +218,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=int,
         nargs="+",
         metavar="N",
-        help="record counts, one fresh sandbox each (default: 100000 1000000)",
+        help="record counts, one fresh sandbox each (default: 0 10000 100000 1000000)",
     )
     parser.add_argument("--quick", action="store_true", help="10000 records only: a smoke run")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each program (median)")
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write the report")
-    parser.add_argument(
-        "--timeout", type=float, default=3600, help="seconds before a child is killed"
-    )
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds a child may take")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
         "--no-settle",
@@ -277,10 +279,10 @@ def main(argv: Sequence[str]) -> int:
 
     api_url = server.api_url if server else "<none>"
     cmds = commands(api_url, FLOOR_CODE, FLOW_ARGS, INDEX_ENV, IMPORTS)
-    text = report(bench.results, (FLOOR, COLD, NOOP), cmds, args, markdown=False)
+    text = report(bench.results, PROGRAMS, cmds, args, markdown=False)
     print(text)
     if args.markdown:
-        args.markdown.write_text(report(bench.results, (FLOOR, COLD, NOOP), cmds, args, True))
+        args.markdown.write_text(report(bench.results, PROGRAMS, cmds, args, True))
         print(f"\nWritten to {args.markdown}")
     if failed is not None:
         what = "interrupted" if isinstance(failed, KeyboardInterrupt) else "FAILED"
