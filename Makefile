@@ -66,4 +66,5 @@ clean:
 # A smoke run: `make bench BENCH_ARGS="--quick --repeat 1 --markdown /tmp/b.md"`.
 BENCH_ARGS ?= --markdown benchmarks/RESULTS.md
 bench: venv
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[bench]'
 	$(BIN)/python -m benchmarks.whole_process $(BENCH_ARGS)

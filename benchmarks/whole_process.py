@@ -38,14 +38,12 @@ Solution
     min-max, peak RSS, the HTTP requests each program made (records/rates/ledger, from the
     sandbox's counters) and the ratios: cold / floor, cold / no-op, resume / cold, the
     cold run's memory growth from the smallest to the largest size, and what a no-op costs
-    beyond its imports. Every process it started is stopped on the way out, failure and Ctrl-C
-    included.
+    beyond its imports; with `--markdown` a chart too (benchmarks/chart.py). Every process it
+    started is stopped on the way out, failure and Ctrl-C included.
 
 How to run
-    make bench                                                    # both benchmarks
-    .venv/bin/python -m benchmarks.whole_process                  # 0, 10k, 100k and 1M records
+    make bench                # 0, 10k, 100k and 1M records, to benchmarks/RESULTS.md (+ .png)
     .venv/bin/python -m benchmarks.whole_process --quick --repeat 1   # 10k, a smoke run
-    .venv/bin/python -m benchmarks.whole_process --records 100000 --markdown bench.md
 """
 
 from __future__ import annotations
@@ -61,6 +59,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.chart import draw
 from benchmarks.checks import exact_ledger, request_counts
 from benchmarks.processes import (
     BenchmarkError,
@@ -123,12 +122,8 @@ class Bench:
         size = "" if records is None else f"{records:,} records, "
         quiet = measured.settled is not None and measured.settled >= 0.05
         waited = f" (after {measured.settled:.1f} s for the server to go quiet)" if quiet else ""
-        print(
-            f"  {size}{program}: {measured.seconds:.2f} s, {measured.peak_rss_kib / 1024:.0f} MiB"
-            f"{waited}",
-            file=sys.stderr,
-            flush=True,
-        )
+        figures = f"{measured.seconds:.2f} s, {measured.peak_rss_kib / 1024:.0f} MiB{waited}"
+        print(f"  {size}{program}: {figures}", file=sys.stderr, flush=True)
         return measured
 
     def import_floor(self) -> None:
@@ -282,8 +277,11 @@ def main(argv: Sequence[str]) -> int:
     text = report(bench.results, PROGRAMS, cmds, args, markdown=False)
     print(text)
     if args.markdown:
-        args.markdown.write_text(report(bench.results, PROGRAMS, cmds, args, True))
-        print(f"\nWritten to {args.markdown}")
+        chart = args.markdown.with_suffix(".png")
+        draw(bench.results, chart)
+        picture = f"\n![Time and peak memory against the record count]({chart.name})\n"
+        args.markdown.write_text(report(bench.results, PROGRAMS, cmds, args, True) + picture)
+        print(f"\nWritten to {args.markdown} and {chart}")
     if failed is not None:
         what = "interrupted" if isinstance(failed, KeyboardInterrupt) else "FAILED"
         print(f"\nBenchmark {what}: {failed}", file=sys.stderr)
