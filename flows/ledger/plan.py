@@ -23,7 +23,7 @@ Solution
 
     A page is not a task run: Prefect's server spent about 30 ms of CPU recording each task
     run, more than the flow spends on a page of 500 records (README, "Benchmark": 13 s of
-    server CPU for a sync of 100,000 records with two task runs per page, 0.7 s without).
+    server CPU for a sync of 100,000 records with two task runs per page, 0.5 s without).
     What a task run would give is here already: each page's checkpoint (`Page`), its retries
     (`toolkit.retry.call_upstream`: the same policy as the upstream tasks'), and its progress
     (the run's progress artifact and logs).
