@@ -61,10 +61,10 @@ lock: venv
 clean:
 	rm -rf $(VENV) .prefect-home
 
-# Every program as a whole process, as a user runs it, side by side in one run against a bare
-# asyncio + httpx script (benchmarks/whole_process.py); the report goes to benchmarks/RESULTS.md.
+# Every program as a whole process, as a user runs it, side by side in one run against its
+# baseline (python -m benchmarks: ledger_sync, the breaker, the queue); to benchmarks/RESULTS.md.
 # A smoke run: `make bench BENCH_ARGS="--quick --repeat 1 --markdown /tmp/b.md"`.
 BENCH_ARGS ?= --markdown benchmarks/RESULTS.md
 bench: venv
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[bench]'
-	$(BIN)/python -m benchmarks.whole_process $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -53,6 +53,7 @@ class Measured:
     peak_rss_kib: int
     server_cpu: float | None = None  # CPU seconds the Prefect server used meanwhile
     settled: float | None = None  # seconds waited for the server to go quiet before it
+    cpu_seconds: float | None = None  # the child's own user + system CPU time
 
 
 @dataclass
@@ -108,7 +109,8 @@ with open(spec["log"], "wb") as log:
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
 code = os.waitstatus_to_exitcode(status)
-print(json.dumps({"seconds": seconds, "peak_rss_kib": usage.ru_maxrss, "exit_code": code}))
+cpu = usage.ru_utime + usage.ru_stime
+print(json.dumps({"seconds": seconds, "peak_rss_kib": usage.ru_maxrss, "cpu": cpu, "exit": code}))
 """
 """Starts one child, times it and takes its own `ru_maxrss` from `os.wait4`.
 
@@ -120,7 +122,7 @@ child's own peak, so the figure is the child's.
 
 
 def run_measured(argv: list[str], env: dict[str, str], log_path: Path, timeout: float) -> Measured:
-    """Run `argv` to completion as a child; its wall time and its own peak RSS (KiB)."""
+    """Run `argv` to completion as a child; its wall time, own peak RSS (KiB) and CPU time."""
     spec = {"argv": argv, "cwd": str(PROJECT_ROOT), "env": env, "log": str(log_path)}
     launcher = subprocess.Popen(
         [sys.executable, "-I", "-S", "-c", LAUNCHER],
@@ -143,12 +145,12 @@ def run_measured(argv: list[str], env: dict[str, str], log_path: Path, timeout: 
     if launcher.returncode != 0 or not out.strip():
         raise BenchmarkError(f"the launcher of {shlex.join(argv)} failed ({launcher.returncode})")
     result = json.loads(out)
-    if result["exit_code"] != 0:
+    if result["exit"] != 0:
         raise BenchmarkError(
-            f"{shlex.join(argv)} failed (exit code {result['exit_code']}); "
+            f"{shlex.join(argv)} failed (exit code {result['exit']}); "
             f"the end of {log_path}:\n{tail(log_path)}"
         )
-    return Measured(result["seconds"], result["peak_rss_kib"])
+    return Measured(result["seconds"], result["peak_rss_kib"], cpu_seconds=result["cpu"])
 
 
 # -- the Prefect server's CPU -----------------------------------------------------------------

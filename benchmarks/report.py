@@ -12,12 +12,12 @@ Solution
     wait, HTTP requests), the ratios and the notes; machine and commands say where and how it
     ran; report lays it all out as aligned text (plain_table) or markdown (markdown_table).
     The program names and commands come from benchmarks/whole_process.py as arguments, not as
-    imports: that module imports this one, and run as `python -m` it is `__main__`, so an
-    import of it from here would be a cycle and a second copy of it.
+    imports: that module imports this one, so an import of it from here would be a cycle. The
+    other suites' tables (benchmarks/tables.py Sections) follow the ledger figures.
 
 How to run
-    Not on its own: `python -m benchmarks.whole_process` prints the report, and with
-    `--markdown PATH` writes it as markdown too.
+    Not on its own: `python -m benchmarks` prints the report, and with `--markdown PATH`
+    writes it as markdown too.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from benchmarks.processes import PROJECT_ROOT, Series
+from benchmarks.tables import Section, markdown_table, plain_table
 
 
 def package_version(name: str) -> str:
@@ -210,35 +211,18 @@ RATIO_HEADERS = ["records", "cold / floor", "cold / no-op", "resume / cold", "na
 RATIO_HEADERS += ["no-op - import flows.ledger_sync (s)", "cold RSS / floor RSS"]
 
 
-def plain_table(headers: list[str], rows: list[list[str]], left: int = 1) -> str:
-    """Columns aligned; the first `left` ones to the left, the figures to the right."""
-    widths = [max(len(c) for c in column) for column in zip(headers, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            cell.ljust(width) if i < left else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
-
-
-def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(cells) + " |"
-
-    return "\n".join([line(headers), line(["---"] * len(headers)), *map(line, rows)])
-
-
 def report(
     results: list[Series],
     programs: tuple[str, ...],
     cmds: list[tuple[str, str]],
     args: argparse.Namespace,
     markdown: bool,
+    sections: Sequence[Section] = (),
 ) -> str:
-    """The whole report; `programs` as for tables, `cmds` from commands, `args` as parsed."""
+    """The whole report; `programs` as for tables, `cmds` from commands, `args` as parsed.
+
+    `sections`, the other benchmarks' tables, come after the ledger_sync figures.
+    """
     rows, ratios, notes = tables(results, programs)
     about = machine()
     title = (
@@ -263,6 +247,7 @@ def report(
                 "",
                 *(f"- {note}" for note in notes),
                 "",
+                *(section.render(markdown=True) for section in sections),
                 "## Machine",
                 "",
                 *(f"- {name}: {value}" for name, value in about),
@@ -285,6 +270,7 @@ def report(
             "",
             *notes,
             "",
+            *(section.render(markdown=False) + "\n" for section in sections),
             "Machine:",
             *(f"  {name:<{width}}  {value}" for name, value in about),
             "Commands:",

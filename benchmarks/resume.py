@@ -14,7 +14,7 @@ Solution
     other program; after it the ledger must be exact.
 
 How to run
-    Part of `make bench`; alone: `python -m benchmarks.whole_process --records 100000`.
+    Part of `make bench`; alone: `python -m benchmarks --only ledger --records 100000`.
 """
 
 from __future__ import annotations

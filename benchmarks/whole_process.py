@@ -42,24 +42,17 @@ Solution
     started is stopped on the way out, failure and Ctrl-C included.
 
 How to run
-    make bench                # 0, 10k, 100k and 1M records, to benchmarks/RESULTS.md (+ .png)
-    .venv/bin/python -m benchmarks.whole_process --quick --repeat 1   # 10k, a smoke run
+    The `ledger` suite of `python -m benchmarks` (`make bench`: 0, 10k, 100k and 1M records);
+    a smoke run: `.venv/bin/python -m benchmarks --only ledger --quick --repeat 1` (10k)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
-import traceback
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.chart import draw
 from benchmarks.checks import exact_ledger, request_counts
 from benchmarks.processes import (
     BenchmarkError,
@@ -67,9 +60,7 @@ from benchmarks.processes import (
     SandboxProcess,
     Series,
     run_beside_server,
-    sigterm_as_interrupt,
 )
-from benchmarks.report import commands, report
 from benchmarks.resume import kill_at_share
 
 PAGE_SIZE = 500
@@ -201,98 +192,3 @@ def flow_environment(run_dir: Path) -> dict[str, str]:
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(run_dir / "storage"),
         INDEX_ENV: f"sqlite:///{run_dir / 'ledger-index.sqlite'}",
     }
-
-
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.whole_process",
-        description=__doc__.splitlines()[0] if __doc__ else None,
-    )
-    parser.add_argument(
-        "--records",
-        type=int,
-        nargs="+",
-        metavar="N",
-        help="record counts, one fresh sandbox each (default: 0 10000 100000 1000000)",
-    )
-    parser.add_argument("--quick", action="store_true", help="10000 records only: a smoke run")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each program (median)")
-    parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write the report")
-    parser.add_argument("--timeout", type=float, default=3600, help="seconds a child may take")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument(
-        "--no-settle",
-        action="store_true",
-        help="start each run at once, without waiting for the server to go quiet first",
-    )
-    args = parser.parse_args(argv)
-    if args.quick and args.records:
-        parser.error("--quick and --records exclude each other")
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    args.records = sorted(set(QUICK_RECORDS if args.quick else args.records or DEFAULT_RECORDS))
-    return args
-
-
-def main(argv: Sequence[str]) -> int:
-    args = parse_args(argv)
-    home = Path(tempfile.mkdtemp(prefix="bench-whole-process-"))
-    settings = {
-        "PREFECT_HOME": str(home),
-        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "storage"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-    }
-    # Before anything imports prefect, whose settings are read once, at import.
-    os.environ.update(settings)
-    from deployments.stack import start_server
-
-    print(f"Working directory: {home}", file=sys.stderr, flush=True)
-    server = None
-    failed: BaseException | None = None
-    bench = Bench(home, {}, args.repeat, args.timeout, settle=not args.no_settle)
-    try:
-        with sigterm_as_interrupt():
-            try:
-                server = start_server(home)
-                bench.server_pgid = server.process.pid  # start_server: a session of its own
-                os.environ["PREFECT_API_URL"] = server.api_url
-                bench.env = {**os.environ, **settings, "PREFECT_API_URL": server.api_url}
-                bench.import_floor()
-                for records in args.records:
-                    bench.size(records)
-            except (BenchmarkError, KeyboardInterrupt) as exc:
-                failed = exc
-            except Exception as exc:  # a bug or a broken stack: still report what was measured
-                traceback.print_exc()
-                failed = exc
-            finally:
-                if server is not None:
-                    server.stop()
-    except KeyboardInterrupt as exc:  # a second one while stopping
-        failed = exc
-
-    api_url = server.api_url if server else "<none>"
-    cmds = commands(api_url, FLOOR_CODE, FLOW_ARGS, INDEX_ENV, IMPORTS)
-    text = report(bench.results, PROGRAMS, cmds, args, markdown=False)
-    print(text)
-    if args.markdown:
-        chart = args.markdown.with_suffix(".png")
-        draw(bench.results, chart)
-        picture = f"\n![Time and peak memory against the record count]({chart.name})\n"
-        args.markdown.write_text(report(bench.results, PROGRAMS, cmds, args, True) + picture)
-        print(f"\nWritten to {args.markdown} and {chart}")
-    if failed is not None:
-        what = "interrupted" if isinstance(failed, KeyboardInterrupt) else "FAILED"
-        print(f"\nBenchmark {what}: {failed}", file=sys.stderr)
-        print(f"Logs kept in {home}", file=sys.stderr)
-        return 1
-    if args.keep:
-        print(f"Logs kept in {home}", file=sys.stderr)
-    else:
-        shutil.rmtree(home, ignore_errors=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
