@@ -14,8 +14,10 @@ Solution
       queue     items per second through the message queue with 1 and 2 task workers
                 (benchmarks/queue_throughput.py).
     The report (benchmarks/report.py) is printed and, with `--markdown PATH`, written there
-    with a chart next to it (benchmarks/chart.py). Every process started is stopped on the
-    way out, failure and Ctrl-C included; what was measured before a failure is still shown.
+    with a chart next to it (benchmarks/chart.py) and, after the figures, the hand-written
+    benchmarks/PROFILE.md: where the time goes, from sampling profiles. Every process started
+    is stopped on the way out, failure and Ctrl-C included; what was measured before a
+    failure is still shown.
 
 How to run
     make bench                                   # everything, to benchmarks/RESULTS.md (+ .png)
@@ -155,7 +157,8 @@ def main(argv: Sequence[str]) -> int:
             chart = args.markdown.with_suffix(".png")
             draw(bench.results, chart)
             text += f"\n![Time and peak memory against the record count]({chart.name})\n"
-        args.markdown.write_text(text)
+        profile = Path(__file__).with_name("PROFILE.md")  # by hand: where the time goes
+        args.markdown.write_text(text + ("\n" + profile.read_text() if profile.exists() else ""))
         print(f"\nWritten to {args.markdown}")
     if failed is not None:
         what = "interrupted" if isinstance(failed, KeyboardInterrupt) else "FAILED"
