@@ -187,6 +187,13 @@ def tables(
             )
         else:
             notes.append(f"memory growth, {program}: n/a (one size measured)")
+    zero_sync, bare = by.get((0, cold_program)), by.get((None, "import prefect"))
+    if zero_sync and bare:  # the fixed cost of a sync, against Prefect's own import
+        notes.append(
+            f"fixed cost: {cold_program} of zero records {zero_sync.seconds:.2f} s against "
+            f"import prefect {bare.seconds:.2f} s: {ratio(zero_sync.seconds, bare.seconds)} "
+            f"({zero_sync.seconds - bare.seconds:+.2f} s)"
+        )
     colds = [by[(r, cold_program)] for r in sizes if (r, cold_program) in by]
     if len(colds) > 1 and colds[0].records == 0:  # linear: the same time per record at any size
         zero = colds[0].seconds
