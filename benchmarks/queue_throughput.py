@@ -53,35 +53,40 @@ WORKER_ARGS = ("--limit", str(WORKER_LIMIT))
 
 
 def start_workers(count: int, env: dict[str, str], logs: Path) -> list[subprocess.Popen[bytes]]:
-    """`count` task workers, each in a process group of its own, once the server lists them."""
+    """`count` task workers, each in a process group of its own, once the server lists them.
+
+    On any failure, Ctrl-C included, the workers started so far are stopped.
+    """
     from flows.message_queue_items import live_task_workers, process_item
 
-    workers = []
-    for i in range(count):
-        with (logs / f"worker-{i}.log").open("wb") as log:
-            workers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "flows.message_queue_worker", *WORKER_ARGS],
-                    cwd=PROJECT_ROOT,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        for i in range(count):
+            with (logs / f"worker-{i}.log").open("wb") as log:
+                workers.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "flows.message_queue_worker", *WORKER_ARGS],
+                        cwd=PROJECT_ROOT,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
                 )
-            )
-    deadline = time.monotonic() + 60
-    while True:
-        if any(worker.poll() is not None for worker in workers):
-            stop_workers(workers)
-            raise BenchmarkError(f"a task worker exited at start; see {logs}")
-        live = live_task_workers(process_item.task_key)
-        if all(any(w.endswith(f"-{p.pid}") for w in live) for p in workers):
-            return workers
-        if time.monotonic() > deadline:
-            stop_workers(workers)
-            raise BenchmarkError(f"the task workers did not subscribe within 60 s; see {logs}")
-        time.sleep(0.2)
+        deadline = time.monotonic() + 60
+        while True:
+            if any(worker.poll() is not None for worker in workers):
+                raise BenchmarkError(f"a task worker exited at start; see {logs}")
+            live = live_task_workers(process_item.task_key)
+            if all(any(w.endswith(f"-{p.pid}") for w in live) for p in workers):
+                return workers
+            if time.monotonic() > deadline:
+                raise BenchmarkError(f"the task workers did not subscribe within 60 s; see {logs}")
+            time.sleep(0.2)
+    except BaseException:
+        stop_workers(workers)
+        raise
 
 
 def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
