@@ -10,7 +10,7 @@ Scenario
     how does memory grow with the number of records?
 
 Solution
-    One Prefect server for the whole benchmark (a temporary PREFECT_HOME, results stored
+    The Prefect server of `python -m benchmarks` (a temporary PREFECT_HOME, results stored
     there), and per record count one fresh `python -m sandbox --records N` process, faults
     off, with the block documents saved against it. Then, `--repeat` times and side by side,
     each of these programs as a child process of its own:
@@ -38,8 +38,9 @@ Solution
     min-max, peak RSS, the HTTP requests each program made (records/rates/ledger, from the
     sandbox's counters) and the ratios: cold / floor, cold / no-op, resume / cold, the
     cold run's memory growth from the smallest to the largest size, and what a no-op costs
-    beyond its imports; with `--markdown` a chart too (benchmarks/chart.py). Every process it
-    started is stopped on the way out, failure and Ctrl-C included.
+    beyond its imports and the fixed cost of a sync against `import prefect`; with
+    `--markdown` a chart too (benchmarks/chart.py). Every process it starts is stopped on
+    the way out, failure and Ctrl-C included.
 
 How to run
     The `ledger` suite of `python -m benchmarks` (`make bench`: 0, 10k, 100k and 1M records);
