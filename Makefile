@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: venv browser services demo test lint format lock clean bench up
+.PHONY: venv browser services demo test test-scale lint format lock clean bench up up-scale scale-extra
 
 venv: $(STAMP)
 
@@ -21,6 +21,15 @@ demo: venv
 # The local stack: server, sandbox, blocks, work pool, every deployment, a worker; Ctrl-C stops it.
 up: venv
 	$(BIN)/python -m deployments up $(ARGS)
+
+# The scale profile's stack (deployments/profiles.toml): PostgreSQL and Redis of the machine
+# (127.0.0.1:5432, :6379), two API replicas, background services, a local S3-compatible
+# object store, three workers; Ctrl-C stops it.
+up-scale: scale-extra
+	$(BIN)/python -m deployments up --profile scale $(ARGS)
+
+scale-extra: venv
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev,scale]'
 
 # Debian's chromium for the browser test (tests/e2e/test_browser.py), driven by Playwright
 # from .venv; installed only when missing, never downloaded by Playwright.
@@ -44,7 +53,12 @@ services:
 test: venv browser services
 	$(BIN)/ruff check .
 	$(BIN)/python -m deployments check
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest --ignore=tests/scale $(ARGS)
+
+# The flows on the scale profile's stack (tests/scale): 60 runs over 3 workers, lost workers
+# and replicas; against the machine's PostgreSQL and Redis (or the suite's own, as make test).
+test-scale: scale-extra services
+	$(BIN)/python -m pytest tests/scale $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -85,17 +85,24 @@ def wait_healthy(api_url: str, process: subprocess.Popen[bytes] | None, timeout:
     raise TimeoutError(f"no healthy Prefect server at {api_url} after {timeout:.0f} s")
 
 
-def start_server(home: Path = LOCAL_HOME, timeout: float = 90.0) -> ServerProcess:
-    """Start a Prefect server on SQLite under `home`; its log goes to `home/server.log`."""
+def start_server(
+    home: Path = LOCAL_HOME,
+    timeout: float = 90.0,
+    *,
+    options: tuple[str, ...] = (),
+    log_name: str = "server.log",
+) -> ServerProcess:
+    """Start `prefect server start [options]` under `home`, its log in `home/log_name`: on
+    SQLite there unless the environment names another database (the scale profile does)."""
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {**os.environ, **local_environment(home)}
     env.pop("PREFECT_API_URL", None)
     # The UI asks this for its API; unset, it would look on port 4200, not this server's.
     env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
-    log = (home / "server.log").open("ab")
+    log = (home / log_name).open("ab")
     process = subprocess.Popen(
-        [prefect_cli(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        [prefect_cli(), "server", "start", "--host", "127.0.0.1", "--port", str(port), *options],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -16,8 +16,11 @@ With `PREFECT_SERVER_API_AUTH_STRING=user:password` in the environment the serve
 refuses unauthenticated API calls, and everything it starts authenticates with that string
 (`PREFECT_API_AUTH_STRING`); the UI asks for it.
 
+`--profile scale` starts the scale profile's stack instead (deployments/scale_up.py).
+
 How to run:
     make up                       # or: .venv/bin/python -m deployments up [--home DIR]
+    make up-scale                 # or: .venv/bin/python -m deployments up --profile scale
     PREFECT_SERVER_API_AUTH_STRING=admin:change-me make up
 """
 
@@ -35,13 +38,27 @@ from typing import Any
 
 
 def main(argv: list[str]) -> int:
+    from deployments.profiles import profile_names, profile_settings
     from deployments.stack import LOCAL_HOME, local_environment, prefect_cli, wait_healthy
 
     parser = argparse.ArgumentParser(prog="python -m deployments up")
-    parser.add_argument("--home", type=Path, default=LOCAL_HOME, help="state directory")
+    parser.add_argument(
+        "--home", type=Path, help="state directory (default .prefect-home, .prefect-home/scale)"
+    )
     parser.add_argument("--records", type=int, default=2000, help="sandbox data set size")
+    parser.add_argument(
+        "--profile",
+        choices=profile_names(),
+        default="local",
+        help="settings from deployments/profiles.toml (scale: PostgreSQL, Redis, replicas)",
+    )
     args = parser.parse_args(argv)
-    home: Path = args.home.resolve()
+    if args.profile != "local":
+        from deployments.scale_up import up_scale
+
+        home = args.home or LOCAL_HOME / args.profile
+        return up_scale(home.resolve(), args.records, profile_settings(args.profile))
+    home: Path = (args.home or LOCAL_HOME).resolve()
     os.environ.update(local_environment(home))
     if os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
         # The server we start asks for it; the CLI, the workers and their flow runs send it.
@@ -190,7 +207,7 @@ def process_rows(home: Path, sandbox_urls: dict[str, str], receiver_url: str) ->
     ]
 
 
-def print_table(rows: list[Row]) -> None:
+def print_table(rows: list[Row], title: str = "resilient-flows: the local stack") -> None:
     """The rows as one rich table on stdout (wide enough for URLs when it is not a terminal)."""
     from rich.console import Console
     from rich.table import Table
@@ -198,7 +215,7 @@ def print_table(rows: list[Row]) -> None:
     console = Console()
     if not console.is_terminal:  # a pipe or a file: no terminal width to respect
         console = Console(width=160)
-    table = Table(title="resilient-flows: the local stack")
+    table = Table(title=title)
     table.add_column("started", no_wrap=True)  # names and URLs to copy: never cut
     table.add_column("where", no_wrap=True)
     table.add_column("details", overflow="fold")  # wrapped, not cut (an rrule has no spaces)

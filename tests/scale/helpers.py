@@ -1,0 +1,90 @@
+"""Deployment runs on the scale stack: sandboxes with blocks of their own, runs, their ends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from sandbox.server import Sandbox
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+
+LEDGER_SYNC = "ledger-sync/ledger-sync"
+
+
+def start_sandboxes(count: int, records: int, prefix: str) -> list[Sandbox]:
+    """`count` sandboxes (data sets of their own: seeds differ), each with records and ledger
+    blocks `<prefix>-records-<n>`/`<prefix>-ledger-<n>`; rates from the first one."""
+    from blocks import HttpService
+
+    sandboxes = [Sandbox(n_records=records, seed=100 + n).start() for n in range(count)]
+    rates = sandboxes[0].urls
+    HttpService(base_url=rates["rates"]).save(f"{prefix}-rates", overwrite=True)
+    HttpService(base_url=rates["rates_fallback"]).save(f"{prefix}-rates-fallback", overwrite=True)
+    for n, sandbox in enumerate(sandboxes):
+        for service in ("records", "ledger"):
+            block = HttpService(base_url=sandbox.urls[service], read_timeout=10.0)
+            block.save(f"{prefix}-{service}-{n}", overwrite=True)
+    return sandboxes
+
+
+def sync_parameters(prefix: str, n: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "records_api": f"{prefix}-records-{n}",
+        "ledger_api": f"{prefix}-ledger-{n}",
+        "rates_api": f"{prefix}-rates",
+        "fallback_rates_api": f"{prefix}-rates-fallback",
+        "batch_size": 100,
+        **extra,
+    }
+
+
+def start_runs(name: str, parameter_sets: Iterable[dict[str, Any]]) -> list[UUID]:
+    """A run of deployment `name` per parameter set, created at once; their ids."""
+    from prefect.deployments import run_deployment
+
+    return [
+        run_deployment(name, parameters=parameters, timeout=0, as_subflow=False).id
+        for parameters in parameter_sets
+    ]
+
+
+def wait_final(run_ids: Sequence[UUID], timeout: float) -> list[FlowRun]:
+    """The runs once every one is in a final state; an AssertionError after `timeout`."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(run_ids))),
+                limit=len(run_ids),
+            )
+            if len(runs) == len(run_ids) and all(run.state.is_final() for run in runs):
+                by_id = {run.id: run for run in runs}
+                return [by_id[run_id] for run_id in run_ids]
+            if time.monotonic() > deadline:
+                open_runs = [f"{r.id} {r.state.name}" for r in runs if not r.state.is_final()]
+                raise AssertionError(f"runs not final after {timeout:.0f} s: {open_runs[:10]}")
+            time.sleep(2)
+
+
+def most_at_once(runs: Sequence[FlowRun]) -> int:
+    """The most runs that were Running at the same moment (server-recorded start and end)."""
+    edges = sorted(
+        [(run.start_time, 1) for run in runs if run.start_time]
+        + [(run.end_time, -1) for run in runs if run.end_time]
+    )
+    running = most = 0
+    for _, step in edges:  # an end sorts before a start at the same instant
+        running += step
+        most = max(most, running)
+    return most
+
+
+def states(runs: Sequence[FlowRun]) -> dict[str, str]:
+    return {str(run.id): f"{run.state.name}: {run.state.message}" for run in runs}

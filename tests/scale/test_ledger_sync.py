@@ -1,0 +1,72 @@
+"""ledger_sync deployed on the scale profile's stack: many ledgers in parallel over three
+workers and two API replicas, one ledger never loaded twice at once, every ledger exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deployments.scale import BUCKET, ScaleStack
+from tests.helpers.ledger import assert_ledger_exact
+from tests.scale.helpers import (
+    LEDGER_SYNC,
+    most_at_once,
+    start_runs,
+    start_sandboxes,
+    states,
+    sync_parameters,
+    wait_final,
+)
+
+
+def stored_objects(stack: ScaleStack) -> list[str]:
+    """The keys in the stack's object store."""
+    from prefect_aws import S3Bucket
+
+    from deployments.scale import RESULTS_BLOCK
+
+    block = S3Bucket.load(RESULTS_BLOCK)
+    client = block.credentials.get_s3_client()
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+@pytest.mark.timeout(1500)  # the stack's start (about a minute) and 60 runs
+def test_sixty_syncs_of_distinct_ledgers_over_three_workers(scale_stack: ScaleStack) -> None:
+    sandboxes = start_sandboxes(60, records=300, prefix="many")
+    try:
+        run_ids = start_runs(LEDGER_SYNC, (sync_parameters("many", n) for n in range(60)))
+        runs = wait_final(run_ids, timeout=1200)
+        assert all(run.state.name == "Completed" for run in runs), states(runs)
+        for sandbox in sandboxes:
+            assert_ledger_exact(sandbox)
+        # Syncs of different ledgers overlap: nothing serializes the deployment as a whole.
+        assert most_at_once(runs) > 1
+        # Every worker took runs, whichever replica it talks to.
+        logs = [worker.log.read_text() for worker in scale_stack.workers]
+        for worker, log in zip(scale_stack.workers, logs, strict=True):
+            assert any(str(run_id) in log for run_id in run_ids), f"{worker.name} ran none"
+        assert {w.api_url for w in scale_stack.workers} == set(scale_stack.api_urls)
+        # Checkpoints went to the shared object store, not to a worker's disk.
+        assert any(key.startswith("results/") for key in stored_objects(scale_stack))
+    finally:
+        for sandbox in sandboxes:
+            sandbox.stop()
+
+
+@pytest.mark.timeout(900)
+def test_two_syncs_of_one_ledger_at_once_load_it_once(
+    scale_stack: ScaleStack, tmp_path: Path
+) -> None:
+    (sandbox,) = start_sandboxes(1, records=1000, prefix="same")
+    try:
+        sandbox.set_faults("ledger", slow_rate=1.0, slow_seconds=0.3)  # long loads, to overlap
+        run_ids = start_runs(LEDGER_SYNC, [sync_parameters("same", 0)] * 2)
+        runs = wait_final(run_ids, timeout=600)
+        assert all(run.state.name == "Completed" for run in runs), states(runs)
+        assert most_at_once(runs) == 2  # both ran at once: no deployment-wide limit queued one
+        assert sandbox.counters()["ledger"]["max_in_flight"] == 1  # their loads never did
+        assert_ledger_exact(sandbox)  # and nothing was applied twice
+    finally:
+        sandbox.stop()
