@@ -16,6 +16,7 @@ How to run:
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -29,8 +30,6 @@ from deployments.scale import RESULTS_BLOCK, ScaleStack
 
 def up_scale(home: Path, records: int, settings: Mapping[str, str]) -> int:
     """Bring the stack up, print what runs where, wait for Ctrl-C; the exit code."""
-    import os
-
     from deployments.stack import local_environment
     from deployments.up import deployment_rows, print_table, provision, shown
 
