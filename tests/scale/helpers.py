@@ -7,12 +7,36 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import redis
+import sqlalchemy as sa
+
+from deployments.profiles import profile_settings
 from sandbox.server import Sandbox
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
 LEDGER_SYNC = "ledger-sync/ledger-sync"
+DATABASE = "resilient_flows_test_scale"
+
+
+def scale_settings(postgres_url: str, redis_url: str) -> dict[str, str]:
+    """The scale profile pointed at the session's servers, in databases of the tests' own."""
+    server = sa.make_url(postgres_url)
+    cache = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+    overrides = {
+        "PREFECT_API_DATABASE_CONNECTION_URL": server.set(
+            drivername="postgresql+asyncpg", database=DATABASE
+        ).render_as_string(hide_password=False),
+        "RESILIENT_FLOWS_LEDGER_INDEX_URL": server.set(
+            drivername="postgresql+psycopg", database=f"{DATABASE}_ledger"
+        ).render_as_string(hide_password=False),
+        "PREFECT_REDIS_MESSAGING_HOST": str(cache.get("host", "127.0.0.1")),
+        "PREFECT_REDIS_MESSAGING_PORT": str(cache.get("port", 6379)),
+        "PREFECT_REDIS_MESSAGING_DB": str(max(int(cache.get("db", 0)) - 1, 0)),
+        "RESILIENT_FLOWS_REDIS_URL": redis_url,
+    }
+    return profile_settings("scale", overrides)
 
 
 def start_sandboxes(count: int, records: int, prefix: str) -> list[Sandbox]:

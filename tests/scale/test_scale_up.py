@@ -18,6 +18,7 @@ import redis
 
 from deployments.scale import ensure_database
 from tests.helpers import ROOT, services
+from tests.scale.helpers import scale_settings
 
 
 def answers(url: str) -> bool:
@@ -32,8 +33,6 @@ def answers(url: str) -> bool:
 
 @pytest.mark.timeout(600)
 def test_up_scale_prints_what_runs_where_and_ctrl_c_stops_it(tmp_path: Path) -> None:
-    from tests.scale.conftest import scale_settings
-
     with services.postgres_server() as postgres:
         run_up_scale(
             tmp_path, scale_settings(postgres.url, os.environ["RESILIENT_FLOWS_REDIS_URL"])
