@@ -1,22 +1,36 @@
-"""Crashed-run detection: mark a deployment run Crashed when its heartbeats stop.
+"""Crashed runs: mark a deployment run Crashed when its heartbeats stop, then run it again.
 
 Scenario: a flow run's process is killed (SIGKILL, the OOM killer, a lost machine or
 container) together with the worker that started it. Nothing is left to report the end, so
 on a self-hosted server the run stays Running forever: its concurrency slot stays taken,
 callers polling it wait until their own timeout, and the UI shows work that is not happening.
+And once it is known dead, somebody has to start it again, at night, on a live machine.
 
-Solution: every deployment in prefect.yaml runs with `PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30`,
-so its flow run emits a `prefect.flow-run.heartbeat` event every 30 s while its process
-lives. This module installs the proactive automation of Prefect's guide "How to detect and
-respond to zombie flows": after a heartbeat of a deployment run, expect any further event of
-that run (another heartbeat or a state change) within 90 s, one bucket per run; when none
-comes, change the run's state to Crashed with a message that says why. A dead run is marked
-Crashed 60-90 s after its process died, plus a few seconds of evaluation (the server checks
-proactive automations every 5 s). Only runs tagged `resilient-flows` are watched (every
-deployment in prefect.yaml has the tag and heartbeats every 30 s), so other flows on a
-shared server, with Prefect's default 180 s heartbeat, are left alone. `python -m deployments
-deploy` (and so `up`) installs it after the deployments; installing again leaves exactly one
-automation of that name, updated if its definition changed.
+Solution: two automations, installed by `python -m deployments deploy` (and so `up`):
+1. Detect. Every deployment in prefect.yaml runs with `PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30`,
+   so its flow run emits a `prefect.flow-run.heartbeat` event every 30 s while its process
+   lives. The proactive automation of Prefect's guide "How to detect and respond to zombie
+   flows" expects, after a heartbeat of a run, any further event of that run (another
+   heartbeat or a state change) within 90 s, one bucket per run; when none comes, it changes
+   the run's state to Crashed with a message that says why: 60-90 s after the process died,
+   plus a few seconds (the server checks proactive automations every 5 s). Only runs tagged
+   `resilient-flows` are watched (every deployment here has the tag and heartbeats every
+   30 s), so other flows on a shared server, with Prefect's default 180 s, are left alone.
+2. Re-run. A reactive automation on `prefect.flow-run.Crashed` of a run tagged
+   `rerun-on-crash` (a deployment whose flow goes on from its checkpoints: ledger-sync) sets
+   the same flow run back to Scheduled (`AwaitingRetry`, as the UI's Retry button does), so
+   any live worker of its pool runs it again with its parameters; it resumes from the shared
+   checkpoints. Whatever crashed it (this detection, or a live worker that saw its process
+   die) does not matter. It matches the run's run count, so a run that crashes again and
+   again is left Crashed once it has started `MOST_STARTS` times (flow retries count too).
+
+Races Prefect reports, and why they do no harm here: a run that completes as a late
+heartbeat lands (#18653, #20887) is asked to become Crashed, but the change is not forced, and
+Prefect's orchestration refuses to leave a final state for Crashed: the run stays Completed
+and is not re-run. A live run wrongly crashed (heartbeats delayed, #16459) and re-run would
+run twice: a ledger sync holds its ledger's lock and posts under Idempotency-Keys, so the
+second waits, then finds nothing left to do. The automation not firing at all (#18404)
+leaves a run Running, as without it: the tests measure detection end to end.
 
 How to run (with PREFECT_API_URL pointing at the server):
     python -m deployments.crash_detection           # install or update; prints what it did
@@ -46,6 +60,21 @@ Three heartbeat periods, as Prefect's guide: two consecutive heartbeats may be l
 (a websocket reconnect, a starved 2-core machine, an event buffered behind a slow flush)
 without crashing a live run, and a dead one is still marked Crashed within two minutes.
 """
+
+RERUN_AUTOMATION_NAME = "resilient-flows: re-run crashed flow runs"
+
+RERUN_TAG = "rerun-on-crash"
+"""The tag of deployments whose crashed runs are run again (prefect.yaml)."""
+
+MOST_STARTS = 4
+"""A Crashed run that has started this many times (its run count) stays Crashed.
+
+Flow retries raise the run count too: a ledger sync that used both its flow retries and then
+crashed is still run again; a run that kills its process every time (a poison input, not
+enough memory) stops after four starts instead of looping.
+"""
+
+RERUN_MESSAGE = f"Run again after a crash (automation {RERUN_AUTOMATION_NAME!r})."
 
 CRASH_MESSAGE = (
     f"No heartbeat for {WITHIN.total_seconds():.0f} s: the flow run's process or machine "
@@ -97,16 +126,75 @@ def crash_detection_automation() -> AutomationCore:
     )
 
 
-def install_crash_detection() -> bool:
-    """Create or update the automation on the server in PREFECT_API_URL; True if changed.
+def rerun_run_counts(most_starts: int) -> set[str]:
+    """The run counts (as event labels) of a Crashed run that is to run again: fewer starts
+    than `most_starts`; 0 is a run that crashed before it started (its process never came)."""
+    return {str(count) for count in range(most_starts)}
+
+
+def rerun_automation() -> AutomationCore:
+    """The re-run automation's definition, as this project wants it on the server."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return AutomationCore(
+        name=RERUN_AUTOMATION_NAME,
+        description=(
+            f"Schedules a Crashed flow run tagged {RERUN_TAG!r} again, unless it has started "
+            f"{MOST_STARTS} times. Installed by `python -m deployments deploy`."
+        ),
+        enabled=True,
+        tags=[],
+        trigger=EventTrigger(
+            expect={"prefect.flow-run.Crashed"},
+            # Every state-change event carries the run's run count as a label.
+            match=ResourceSpecification(
+                {
+                    "prefect.resource.id": ["prefect.flow-run.*"],
+                    "prefect.run-count": sorted(rerun_run_counts(MOST_STARTS), key=int),
+                }
+            ),
+            match_related=ResourceSpecification(
+                {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{RERUN_TAG}"}
+            ),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Reactive,
+            threshold=1,
+            within=timedelta(0),
+        ),
+        # The run itself, not a new one: same id, parameters and checkpoints, its history
+        # shows the crash. Not forced: a run that meanwhile ended otherwise keeps its end.
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.SCHEDULED, name="AwaitingRetry", message=RERUN_MESSAGE
+            )
+        ],
+        actions_on_trigger=[],
+        actions_on_resolve=[],
+    )
+
+
+def crash_automations() -> list[AutomationCore]:
+    """Both automations, detection first."""
+    return [crash_detection_automation(), rerun_automation()]
+
+
+def install_crash_automations() -> list[str]:
+    """Install or update both automations; the names of those that changed."""
+    return [wanted.name for wanted in crash_automations() if install_automation(wanted)]
+
+
+def install_automation(wanted: AutomationCore) -> bool:
+    """Create or update `wanted` on the server in PREFECT_API_URL, by name; True if changed.
 
     Duplicates of the name (two deploys racing) are deleted, so exactly one remains.
     """
     from prefect.client.orchestration import get_client
 
-    wanted = crash_detection_automation()
     with get_client(sync_client=True) as client:
-        existing = client.read_automations_by_name(AUTOMATION_NAME)
+        existing = client.read_automations_by_name(wanted.name)
         if not existing:
             client.create_automation(wanted)
             return True
@@ -134,8 +222,10 @@ def main(argv: list[str]) -> int:
     if argv:
         print("usage: python -m deployments.crash_detection", file=sys.stderr)
         return 2
-    changed = install_crash_detection()
-    print(f"automation {AUTOMATION_NAME!r} {'installed' if changed else 'already up to date'}")
+    changed = install_crash_automations()
+    for automation in crash_automations():
+        done = "installed" if automation.name in changed else "already up to date"
+        print(f"automation {automation.name!r} {done}")
     return 0
 
 

@@ -7,9 +7,11 @@ Solution: check prefect.yaml (deployments/check.py), register the custom blocks 
 block register -m blocks`), create the work pools the chosen deployments use that the server
 lacks (known pools only), then `prefect --no-prompt deploy` them: by default every deployment
 on the process pool, with `--docker` every Docker variant (after creating the Prefect
-variables that name the image, if missing), or the ones named. Each step is idempotent;
-`PREFECT_API_AUTH_STRING` in the environment authenticates every call. On its own it shows
-Prefect's deploy panels; `deploy(..., log=file)` (what `up` calls) writes them to a file.
+variables that name the image, if missing), or the ones named, and last install the
+automations that crash and re-run dead runs (deployments/crash_detection.py). Each step is
+idempotent; `PREFECT_API_AUTH_STRING` in the environment authenticates every call. On its
+own it shows Prefect's deploy panels; `deploy(..., log=file)` (what `up` calls) writes them
+to a file.
 
 How to run:
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m deployments deploy
@@ -28,7 +30,7 @@ from typing import Any, TextIO
 import yaml
 
 from deployments.check import KNOWN_WORK_POOLS, check_file
-from deployments.crash_detection import AUTOMATION_NAME, install_crash_detection
+from deployments.crash_detection import install_crash_automations
 from deployments.stack import PROJECT_ROOT, prefect_cli, register_blocks
 
 DOCKER_VARIABLES = {"docker_registry": "localhost:5000", "docker_image": "resilient-flows"}
@@ -80,8 +82,9 @@ def deploy(
     names: list[str], docker: bool, log: TextIO | None = None
 ) -> tuple[int, list[dict[str, Any]]]:
     """Check prefect.yaml, then blocks, work pools, the chosen deployments and the crashed-run
-    automation on the server; (exit code, the deployments deployed). What it says, and all
-    of `prefect deploy`'s output, goes to `log` (a file) if given, else to the terminal."""
+    automations (detect, run again) on the server; (exit code, the deployments deployed).
+    What it says, and all of `prefect deploy`'s output, goes to `log` (a file) if given, else
+    to the terminal."""
     path = PROJECT_ROOT / "prefect.yaml"
     problems = check_file(path)
     if problems:
@@ -104,8 +107,8 @@ def deploy(
     )
     if deployed.returncode != 0:
         return deployed.returncode, []
-    if install_crash_detection():
-        print(f"installed automation {AUTOMATION_NAME!r} (crashed-run detection)", file=log)
+    for name in install_crash_automations():
+        print(f"installed automation {name!r} (crashed runs)", file=log)
     return 0, selected
 
 

@@ -1,10 +1,13 @@
-"""Crashed-run detection, end to end, on a real `prefect server start` of this module's own.
+"""Crashed runs, end to end, on a real `prefect server start` of this module's own.
 
-Proves that `python -m deployments deploy` installs the zombie-detection automation (once, however
-often it runs), and that a deployment run whose worker and flow-run process are both SIGKILLed,
-as on a lost machine, is marked Crashed by that automation (its message, not the worker's)
-within 150 s of the kill. The worker must die too: a live process worker would report the
-crash itself and prove nothing about the automation.
+Proves that `python -m deployments deploy` installs both automations (once, however often it
+runs); that a deployment run whose worker and flow-run process are both SIGKILLed, as on a
+lost machine, is marked Crashed by the detection (its message, not the worker's) within 150 s
+of the kill (the worker must die too: a live process worker would report the crash itself and
+prove nothing about the automation); and that a Crashed run tagged `rerun-on-crash` is
+scheduled again, until it has started `MOST_STARTS` times, while an untagged one stays Crashed
+and a Completed run is never made Crashed. The re-run of a real kill, through to an exact
+ledger, is tests/scale/test_lost_worker.py.
 
 The server is this module's own, not the session's: the `local-process` pool's runs cannot be
 taken by another module's worker, and the killed run and its automation stay out of the
@@ -13,7 +16,6 @@ session server.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -30,13 +32,21 @@ from deployments.crash_detection import (
     AUTOMATION_NAME,
     CRASH_MESSAGE,
     HEARTBEAT_SECONDS,
+    MOST_STARTS,
+    RERUN_AUTOMATION_NAME,
+    RERUN_MESSAGE,
+    RERUN_TAG,
     TAG,
     WITHIN,
+    crash_automations,
     crash_detection_automation,
-    install_crash_detection,
+    install_automation,
+    install_crash_automations,
+    rerun_run_counts,
 )
 from tests.helpers import ROOT
 from tests.helpers.polling import poll_until
+from tests.helpers.processes import alive, descendants, kill_machine
 from tests.helpers.stack import deploy
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -74,11 +84,11 @@ def deployed(env: dict[str, str]) -> str:
     return deploy(env, "fire-and-forget")
 
 
-def automations() -> list:
+def automations(name: str = AUTOMATION_NAME) -> list:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        return client.read_automations_by_name(AUTOMATION_NAME)
+        return client.read_automations_by_name(name)
 
 
 def test_every_deployment_is_watched_and_heartbeats_often_enough() -> None:
@@ -90,10 +100,22 @@ def test_every_deployment_is_watched_and_heartbeats_often_enough() -> None:
         assert int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) <= HEARTBEAT_SECONDS
 
 
-def test_deploy_installs_the_automation(deployed: str) -> None:
-    installed = automations()
+def test_only_runs_below_most_starts_run_again() -> None:
+    assert rerun_run_counts(MOST_STARTS) == {"0", "1", "2", "3"}
+    assert rerun_run_counts(1) == {"0"}  # only a run that never started
+    assert rerun_run_counts(0) == set()
 
-    assert f"installed automation {AUTOMATION_NAME!r}" in deployed
+
+def test_deploy_installs_both_automations(deployed: str) -> None:
+    for name in (AUTOMATION_NAME, RERUN_AUTOMATION_NAME):
+        assert f"installed automation {name!r}" in deployed
+        assert [a.enabled for a in automations(name)] == [True]
+    rerun = automations(RERUN_AUTOMATION_NAME)[0]
+    assert rerun.trigger.posture == "Reactive"
+    assert rerun.trigger.expect == {"prefect.flow-run.Crashed"}
+    assert (rerun.actions[0].state, rerun.actions[0].force) == ("SCHEDULED", False)
+
+    installed = automations()
     assert len(installed) == 1 and installed[0].enabled
     trigger = installed[0].trigger
     assert trigger.posture == "Proactive" and trigger.within == WITHIN
@@ -109,8 +131,8 @@ def test_installing_twice_keeps_one_automation(server: str) -> None:
         for automation in client.read_automations_by_name(AUTOMATION_NAME):
             client.delete_automation(automation.id)
 
-    assert install_crash_detection() is True
-    assert install_crash_detection() is False
+    assert install_crash_automations() == [AUTOMATION_NAME]
+    assert install_crash_automations() == []
     assert len(automations()) == 1
 
     # A changed definition (an older release's, a hand edit) is put back, and a duplicate
@@ -121,33 +143,10 @@ def test_installing_twice_keeps_one_automation(server: str) -> None:
         client.update_automation(automations()[0].id, edited)
         client.create_automation(crash_detection_automation())
 
-    assert install_crash_detection() is True
-    assert install_crash_detection() is False
+    assert install_automation(crash_detection_automation()) is True
+    assert install_automation(crash_detection_automation()) is False
     assert [a.trigger.within for a in automations()] == [WITHIN]
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of `pid` (from /proc: the flow-run process has its own session)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    assert all(install_automation(wanted) is False for wanted in crash_automations())
 
 
 def heartbeats(run_id: UUID) -> list:
@@ -194,10 +193,7 @@ def test_a_run_whose_machine_died_is_marked_crashed(
         processes = [worker.pid, *descendants(worker.pid)]
         assert len(processes) > 1, "no flow-run process under the worker"
 
-        for pid in processes:  # the whole machine: worker, flow-run process, their groups
-            for kill in (os.killpg, os.kill):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    kill(pid, signal.SIGKILL)
+        kill_machine(processes)  # the whole machine: worker, flow-run process, their groups
         killed = time.monotonic()
         worker.wait(timeout=10)
         poll_until(lambda: not any(alive(pid) for pid in processes), 10, 1, "the processes' end")
@@ -222,3 +218,71 @@ def test_a_run_whose_machine_died_is_marked_crashed(
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
         log.close()
+
+
+def new_run(server: str, *tags: str) -> UUID:
+    """A run of the fire-and-forget deployment with `tags`, that no worker takes (none runs)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("fire-and-forget/fire-and-forget")
+        return client.create_flow_run_from_deployment(deployment.id, tags=list(tags)).id
+
+
+def propose(run_id: UUID, state, force: bool = False) -> str:
+    """What the server says to a state proposal, as a worker or the automation would send it."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.set_flow_run_state(run_id, state, force=force).status.value
+
+
+def start_then_crash(run_id: UUID) -> None:
+    """Pending, Running (the server counts the start), then Crashed, as a worker reports it."""
+    from prefect.states import Crashed, Pending, Running
+
+    for state in (Pending(), Running(), Crashed(message="the process died")):
+        assert propose(run_id, state) == "ACCEPT", state
+
+
+@pytest.mark.timeout(300)
+def test_a_crashed_tagged_run_runs_again_until_it_started_most_starts_times(
+    deployed: str, server: str
+) -> None:
+    run_id = new_run(server, TAG, RERUN_TAG)
+
+    for starts in range(1, MOST_STARTS + 1):
+        start_then_crash(run_id)
+        if starts < MOST_STARTS:
+            run = poll_until(
+                lambda: (run := read_run(run_id)).state.is_scheduled() and run,
+                60,
+                0.5,
+                f"the re-run after start {starts}",
+            )
+            assert (run.state.name, run.state.message) == ("AwaitingRetry", RERUN_MESSAGE)
+            assert run.run_count == starts
+
+    time.sleep(10)  # the automation reacts within a second or two to a Crashed event
+    run = read_run(run_id)
+    assert (run.state.type.value, run.run_count) == ("CRASHED", MOST_STARTS)
+
+
+@pytest.mark.timeout(120)
+def test_an_untagged_crashed_run_and_a_completed_run_stay_as_they_are(
+    deployed: str, server: str
+) -> None:
+    from prefect.states import Completed, Crashed, Pending, Running
+
+    untagged = new_run(server, TAG)
+    start_then_crash(untagged)
+    finished = new_run(server, TAG, RERUN_TAG)
+    for state in (Pending(), Running(), Completed()):
+        assert propose(finished, state) == "ACCEPT"
+    # What the detection sends when a late heartbeat of a finished run times out (#18653):
+    # not forced, so refused.
+    assert propose(finished, Crashed(message=CRASH_MESSAGE)) == "ABORT"
+
+    time.sleep(10)
+    assert read_run(untagged).state.type.value == "CRASHED"
+    assert read_run(finished).state.type.value == "COMPLETED"
