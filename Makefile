@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: venv browser services demo test test-scale lint format lock clean bench up up-scale scale-extra
+.PHONY: venv browser services demo test test-scale lint format lock clean bench bench-scale up up-scale scale-extra
 
 venv: $(STAMP)
 
@@ -28,8 +28,14 @@ up: venv
 up-scale: scale-extra
 	$(BIN)/python -m deployments up --profile scale $(ARGS)
 
+# The scale profile's Python packages, and Debian's haproxy (its load balancer in front of
+# the API replicas, deployments/balancer.py), installed with apt only when missing.
 scale-extra: venv
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev,scale]'
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || { \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq haproxy; }
 
 # Debian's chromium for the browser test (tests/e2e/test_browser.py), driven by Playwright
 # from .venv; installed only when missing, never downloaded by Playwright.
@@ -82,3 +88,8 @@ BENCH_ARGS ?= --markdown benchmarks/RESULTS.md
 bench: venv
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[bench]'
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Ledger syncs per minute on the scale profile's stack, with 1 and 3 workers
+# (benchmarks/scale_throughput.py); its table to benchmarks/SCALE.md.
+bench-scale: scale-extra
+	$(BIN)/python -m benchmarks.scale_throughput --markdown benchmarks/SCALE.md $(ARGS)

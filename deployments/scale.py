@@ -11,6 +11,10 @@ self-hosted Prefect" describes, with the settings of the `scale` profile
   migrated once (`prefect server database upgrade -y`) before any replica starts;
 - two API replicas (`prefect server start --no-services`), started one after the other (two
   starting together race on a start-up insert and one dies);
+- a load balancer in front of them (deployments/balancer.py, HAProxy): every client
+  (workers, flow runs, the services, the tests) talks to it, and it sends each request to a
+  replica that passes its health check, so a stopped replica is out of rotation within two
+  seconds while Prefect's client retries what failed meanwhile;
 - one background-services process (`prefect server services start`): scheduler, late runs,
   triggers and automations (the crashed-run detection), event persistence;
 - Redis (prefect-redis) for messaging, causal ordering and concurrency leases;
@@ -18,14 +22,15 @@ self-hosted Prefect" describes, with the settings of the `scale` profile
   moto's server here (`moto[s3]`, the `scale` extra), saved as the prefect-aws S3Bucket block
   that PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK names; in production the same block saved
   against S3 or MinIO, and nothing of this module runs;
-- process workers on the `local-process` pool, spread over the replicas, and a task worker.
+- process workers on the `local-process` pool and a task worker.
 Every part is a process group of its own, so a test can kill a worker with its flow runs or
-stop a replica; `stop()` ends them all, workers first. The object store keeps its objects in
-memory: results of an earlier stack's runs are gone when it stops (the databases are kept).
+stop a replica (and start either again); `stop()` ends them all, workers first. The object
+store (deployments/object_store.py) keeps its objects in memory: results of an earlier
+stack's runs are gone when it stops (the databases are kept).
 
 How to run:
     make up-scale                        # or: python -m deployments up --profile scale
-    with ScaleStack(home, profile_settings("scale")) as stack: stack.workers[0].api_url
+    with ScaleStack(home, profile_settings("scale")) as stack: stack.api_url
 """
 
 from __future__ import annotations
@@ -34,22 +39,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit
 
-from deployments.stack import ServerProcess, free_port, prefect_cli, start_server
+from deployments.balancer import balancer_config, haproxy_binary, replica_stats
+from deployments.object_store import save_results_block, wait_answering
+from deployments.stack import (
+    ServerProcess,
+    free_port,
+    prefect_cli,
+    start_server,
+    wait_healthy,
+)
 
-RESULTS_BLOCK = "resilient-flows-results"
-"""The S3Bucket document the scale profile's storage settings name (profiles.toml)."""
-
-CREDENTIALS_BLOCK = "resilient-flows-object-store"
-BUCKET = "resilient-flows"
 POOL = "local-process"
 
 
@@ -89,6 +95,7 @@ class ScaleStack:
     """Drop both databases first (the tests' stack; never the default)."""
 
     replicas: list[ServerProcess] = field(default_factory=list)
+    balancer: Process | None = None
     services: Process | None = None
     object_store: Process | None = None
     workers: list[Process] = field(default_factory=list)
@@ -112,7 +119,14 @@ class ScaleStack:
 
     @property
     def api_urls(self) -> list[str]:
+        """The replicas' own URLs (behind the balancer)."""
         return [replica.api_url for replica in self.replicas]
+
+    @property
+    def api_url(self) -> str:
+        """The balancer's API URL: what every client of the stack uses."""
+        assert self.balancer is not None, "the stack is not started"
+        return self.balancer.api_url
 
     def start(self) -> ScaleStack:
         """Databases, replicas, services, object store, blocks; workers via `start_workers`.
@@ -130,15 +144,16 @@ class ScaleStack:
         for url in (server_url, self.settings["RESILIENT_FLOWS_LEDGER_INDEX_URL"]):
             ensure_database(url, fresh=self.fresh)
         migrate(self.home)
+        balancer_port = free_port()
+        balancer_url = f"http://127.0.0.1:{balancer_port}/api"
         for number in range(self.replica_count):
             # One after the other: replicas started together race on a start-up insert.
-            self.replicas.append(
-                start_server(self.home, options=("--no-services",), log_name=f"api-{number}.log")
-            )
-        os.environ["PREFECT_API_URL"] = self.replicas[0].api_url
+            self.replicas.append(self._start_replica(number, balancer_url))
+        self.balancer = self._start_balancer(balancer_port)
+        os.environ["PREFECT_API_URL"] = self.api_url
         self._context.enter_context(settings_from_environment())
         self.services = self._spawn(
-            "services", [prefect_cli(), "server", "services", "start"], self.replicas[0].api_url
+            "services", [prefect_cli(), "server", "services", "start"], self.api_url
         )
         self.object_store = self._start_object_store()
         return self
@@ -146,12 +161,26 @@ class ScaleStack:
     def start_workers(self) -> None:
         """Process workers spread over the replicas, and a task worker (call after deploying)."""
         for number in range(self.worker_count):
-            api_url = self.api_urls[number % len(self.api_urls)]
-            command = [prefect_cli(), "worker", "start", "--pool", POOL]
-            command += ["--name", f"scale-worker-{number}", "--limit", str(self.worker_limit)]
-            self.workers.append(self._spawn(f"worker-{number}", command, api_url))
+            self.workers.append(self.start_worker(number))
         command = [sys.executable, "-m", "flows.message_queue_worker"]
-        self.task_workers.append(self._spawn("task-worker-0", command, self.api_urls[0]))
+        self.task_workers.append(self._spawn("task-worker-0", command, self.api_url))
+
+    def start_worker(self, number: int) -> Process:
+        """Process worker `number` (a machine's, or its replacement's); its log goes on in the
+        same file."""
+        command = [prefect_cli(), "worker", "start", "--pool", POOL]
+        command += ["--name", f"scale-worker-{number}", "--limit", str(self.worker_limit)]
+        return self._spawn(f"worker-{number}", command, self.api_url)
+
+    def restart_replica(self, number: int) -> None:
+        """Replica `number` started again on its port (a stopped one's replacement): the
+        balancer puts it back in rotation once it passes two health checks."""
+        self.replicas[number].stop()
+        self.replicas[number] = self._start_replica(number, self.api_url)
+
+    def balancer_servers(self) -> dict[str, dict[str, str]]:
+        """The balancer's view of each replica (`api-0`, ...): status (UP, DOWN), requests."""
+        return replica_stats(self.home / "haproxy.sock")
 
     def stop(self) -> None:
         """Workers first (their runs end with them), then services, replicas, object store."""
@@ -159,6 +188,8 @@ class ScaleStack:
             part.stop()
         if self.services is not None:
             self.services.stop()
+        if self.balancer is not None:
+            self.balancer.stop()
         for replica in self.replicas:
             replica.stop()
         if self.object_store is not None:
@@ -173,6 +204,26 @@ class ScaleStack:
                 command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         return Process(name, process, log, api_url)
+
+    def _start_replica(self, number: int, balancer_url: str) -> ServerProcess:
+        port = None
+        if number < len(self.replicas):
+            port = urlsplit(self.replicas[number].api_url).port
+        return start_server(
+            self.home,
+            options=("--no-services",),
+            log_name=f"api-{number}.log",
+            port=port,
+            ui_api_url=balancer_url,  # the UI any replica serves calls every replica
+        )
+
+    def _start_balancer(self, port: int) -> Process:
+        config = self.home / "haproxy.cfg"
+        config.write_text(balancer_config(port, self.api_urls, self.home / "haproxy.sock"))
+        balancer = self._spawn("balancer", [haproxy_binary(), "-db", "-f", str(config)], "")
+        balancer.api_url = f"http://127.0.0.1:{port}/api"
+        wait_healthy(balancer.api_url, balancer.process, 30)
+        return balancer
 
     def _start_object_store(self) -> Process:
         port = free_port()
@@ -242,41 +293,3 @@ def migrate(home: Path) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-
-
-def wait_answering(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return  # it answers, if not to a bare GET
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"nothing answers at {url} after {timeout:.0f} s")
-
-
-def save_results_block(endpoint_url: str) -> None:
-    """The bucket at `endpoint_url`, and the S3Bucket document the profile's settings name."""
-    from prefect_aws import AwsClientParameters, AwsCredentials, S3Bucket
-    from pydantic import SecretStr
-
-    # moto accepts any key; a real store's keys go in this SecretStr field, never in code.
-    credentials = AwsCredentials(
-        aws_access_key_id="resilient-flows",
-        aws_secret_access_key=SecretStr("resilient-flows"),
-        region_name="us-east-1",
-        aws_client_parameters=AwsClientParameters(endpoint_url=endpoint_url),
-    )
-    credentials.save(CREDENTIALS_BLOCK, overwrite=True)
-    session = credentials.get_boto3_session()
-    client = session.client("s3", endpoint_url=endpoint_url)
-    existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
-    if BUCKET not in existing:
-        client.create_bucket(Bucket=BUCKET)
-    S3Bucket(bucket_name=BUCKET, credentials=credentials, bucket_folder="results").save(
-        RESULTS_BLOCK, overwrite=True
-    )

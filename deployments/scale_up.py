@@ -4,9 +4,9 @@ Scenario: a user wants the project on a highly available Prefect, as it would ru
 machines, from one command, and every part of it stopped by Ctrl-C.
 
 Solution: `ScaleStack` (deployments/scale.py) with the scale profile's settings: PostgreSQL,
-two API replicas, the background services, Redis messaging, an S3-compatible object store;
-then the sandbox upstreams and the webhook receiver, the blocks and every deployment (as the
-local `up` does), three process workers spread over the replicas and a task worker. It prints
+two API replicas behind a load balancer, the background services, Redis messaging, an
+S3-compatible object store; then the sandbox upstreams and the webhook receiver, the blocks
+and every deployment (as the local `up` does), three process workers and a task worker. It prints
 a table of what runs where, then stays up; Ctrl-C (or SIGTERM) stops everything it started.
 
 How to run:
@@ -25,7 +25,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import NoReturn
 
-from deployments.scale import RESULTS_BLOCK, ScaleStack
+from deployments.object_store import RESULTS_BLOCK
+from deployments.scale import ScaleStack
 
 
 def up_scale(home: Path, records: int, settings: Mapping[str, str]) -> int:
@@ -51,11 +52,11 @@ def up_scale(home: Path, records: int, settings: Mapping[str, str]) -> int:
             stack.start_workers()
             rows = [*deployment_rows(deployed), None, *stack_rows(stack, settings)]
             print_table(rows, title="resilient-flows: the scale profile's stack")
-            ui = stack.api_urls[0].removesuffix("/api")
-            print(f"UI: {ui}  (any replica serves it). Ctrl-C stops the stack.", flush=True)
+            ui = stack.api_url.removesuffix("/api")
+            print(f"UI: {ui}  (through the balancer). Ctrl-C stops the stack.", flush=True)
             while True:
                 time.sleep(1)
-                for part in [*stack.workers, *stack.task_workers, stack.services]:
+                for part in [*stack.workers, *stack.task_workers, stack.services, stack.balancer]:
                     if part is not None and not part.alive():
                         print(f"{part.name} stopped; see {part.log}", file=sys.stderr)
                         return 1
@@ -69,7 +70,10 @@ def stack_rows(stack: ScaleStack, settings: Mapping[str, str]) -> list[tuple[str
     """What runs where: replicas, services, workers and the replica each talks to, stores."""
     from deployments.up import shown
 
-    rows = [
+    rows = []
+    if stack.balancer is not None:
+        rows.append(("load balancer (HAProxy)", stack.api_url, "PREFECT_API_URL of every part"))
+    rows += [
         (f"API replica {n}", replica.api_url, "prefect server start --no-services")
         for n, replica in enumerate(stack.replicas)
     ]

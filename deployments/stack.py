@@ -1,4 +1,5 @@
-"""Pieces of a local stack: a Prefect server process and the project's block documents.
+"""Pieces of a local stack: a Prefect server process and the project's block documents, and
+fleets of sandboxes with block documents of their own (the scale tests and benchmark).
 
 Kept free of Prefect imports at module level: the settings a Prefect client reads are fixed
 when `prefect` is first imported, so a caller sets the environment first, then calls these.
@@ -15,6 +16,10 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sandbox.server import Sandbox
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOME = PROJECT_ROOT / ".prefect-home"
@@ -91,15 +96,18 @@ def start_server(
     *,
     options: tuple[str, ...] = (),
     log_name: str = "server.log",
+    port: int | None = None,
+    ui_api_url: str | None = None,
 ) -> ServerProcess:
-    """Start `prefect server start [options]` under `home`, its log in `home/log_name`: on
-    SQLite there unless the environment names another database (the scale profile does)."""
+    """Start `prefect server start [options]` under `home` on `port` (a free one if None), its
+    log in `home/log_name`: on SQLite there unless the environment names another database
+    (the scale profile does). Its UI calls `ui_api_url` (a load balancer), else this server."""
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     env = {**os.environ, **local_environment(home)}
     env.pop("PREFECT_API_URL", None)
     # The UI asks this for its API; unset, it would look on port 4200, not this server's.
-    env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
+    env["PREFECT_UI_API_URL"] = ui_api_url or f"http://127.0.0.1:{port}/api"
     log = (home / log_name).open("ab")
     process = subprocess.Popen(
         [prefect_cli(), "server", "start", "--host", "127.0.0.1", "--port", str(port), *options],
@@ -146,3 +154,32 @@ def save_callback_block(url: str) -> None:
     SignedWebhook(url=url, secret=SecretStr(secrets.token_hex(32))).save(
         CALLBACK_BLOCK, overwrite=True
     )
+
+
+def start_sandbox_fleet(count: int, records: int, prefix: str) -> list[Sandbox]:
+    """`count` sandboxes (data sets of their own: seeds differ), each with records and ledger
+    blocks `<prefix>-records-<n>`/`<prefix>-ledger-<n>`; rates from the first one."""
+    from blocks import HttpService
+    from sandbox.server import Sandbox
+
+    sandboxes = [Sandbox(n_records=records, seed=100 + n).start() for n in range(count)]
+    rates = sandboxes[0].urls
+    HttpService(base_url=rates["rates"]).save(f"{prefix}-rates", overwrite=True)
+    HttpService(base_url=rates["rates_fallback"]).save(f"{prefix}-rates-fallback", overwrite=True)
+    for n, sandbox in enumerate(sandboxes):
+        for service in ("records", "ledger"):
+            block = HttpService(base_url=sandbox.urls[service], read_timeout=10.0)
+            block.save(f"{prefix}-{service}-{n}", overwrite=True)
+    return sandboxes
+
+
+def sync_parameters(prefix: str, n: int, **extra: Any) -> dict[str, Any]:
+    """ledger-sync's parameters for sandbox `n` of a fleet `start_sandbox_fleet` started."""
+    return {
+        "records_api": f"{prefix}-records-{n}",
+        "ledger_api": f"{prefix}-ledger-{n}",
+        "rates_api": f"{prefix}-rates",
+        "fallback_rates_api": f"{prefix}-rates-fallback",
+        "batch_size": 100,
+        **extra,
+    }

@@ -9,15 +9,7 @@ from pathlib import Path
 
 from deployments.crash_detection import AUTOMATION_NAME
 from deployments.deploy import select
-from tests.helpers.stack import ROOT, start_up, stop
-
-
-def healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2):
-            return True
-    except OSError:
-        return False
+from tests.helpers.stack import ROOT, answers, start_up, stop
 
 
 def post(url: str) -> list[dict]:
@@ -56,8 +48,8 @@ def test_up_twice_then_ctrl_c(tmp_path: Path) -> None:
         assert not any("Starting a Prefect server" in line for line in second_lines)
         assert second_lines[-1] == lines[-1]
         assert stop(second) == 0
-        assert healthy(api_url)  # the second stack did not stop what it did not start
+        assert answers(f"{api_url}/health")  # the second stack did not stop what it did not start
     finally:
         code = stop(first)
     assert code == 0
-    assert not healthy(api_url)
+    assert not answers(f"{api_url}/health")

@@ -8,10 +8,23 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from pathlib import Path
 
 from tests.helpers import ROOT
+
+
+def answers(url: str) -> bool:
+    """Whether a server answers at `url`, with any status (a stopped one does not)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
 
 
 def start_up(

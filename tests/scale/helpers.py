@@ -11,7 +11,6 @@ import redis
 import sqlalchemy as sa
 
 from deployments.profiles import profile_settings
-from sandbox.server import Sandbox
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -37,33 +36,6 @@ def scale_settings(postgres_url: str, redis_url: str) -> dict[str, str]:
         "RESILIENT_FLOWS_REDIS_URL": redis_url,
     }
     return profile_settings("scale", overrides)
-
-
-def start_sandboxes(count: int, records: int, prefix: str) -> list[Sandbox]:
-    """`count` sandboxes (data sets of their own: seeds differ), each with records and ledger
-    blocks `<prefix>-records-<n>`/`<prefix>-ledger-<n>`; rates from the first one."""
-    from blocks import HttpService
-
-    sandboxes = [Sandbox(n_records=records, seed=100 + n).start() for n in range(count)]
-    rates = sandboxes[0].urls
-    HttpService(base_url=rates["rates"]).save(f"{prefix}-rates", overwrite=True)
-    HttpService(base_url=rates["rates_fallback"]).save(f"{prefix}-rates-fallback", overwrite=True)
-    for n, sandbox in enumerate(sandboxes):
-        for service in ("records", "ledger"):
-            block = HttpService(base_url=sandbox.urls[service], read_timeout=10.0)
-            block.save(f"{prefix}-{service}-{n}", overwrite=True)
-    return sandboxes
-
-
-def sync_parameters(prefix: str, n: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "records_api": f"{prefix}-records-{n}",
-        "ledger_api": f"{prefix}-ledger-{n}",
-        "rates_api": f"{prefix}-rates",
-        "fallback_rates_api": f"{prefix}-rates-fallback",
-        "batch_size": 100,
-        **extra,
-    }
 
 
 def start_runs(name: str, parameter_sets: Iterable[dict[str, Any]]) -> list[UUID]:

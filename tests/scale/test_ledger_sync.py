@@ -1,5 +1,6 @@
 """ledger_sync deployed on the scale profile's stack: many ledgers in parallel over three
-workers and two API replicas, one ledger never loaded twice at once, every ledger exact."""
+workers and two API replicas behind a load balancer, one ledger never loaded twice at once,
+every ledger exact."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from deployments.scale import BUCKET, ScaleStack
+from deployments.object_store import BUCKET
+from deployments.scale import ScaleStack
+from deployments.stack import start_sandbox_fleet, sync_parameters
 from tests.helpers.ledger import assert_ledger_exact
 from tests.scale.helpers import (
     LEDGER_SYNC,
     most_at_once,
     start_runs,
-    start_sandboxes,
     states,
-    sync_parameters,
     wait_final,
 )
 
@@ -24,7 +25,7 @@ def stored_objects(stack: ScaleStack) -> list[str]:
     """The keys in the stack's object store."""
     from prefect_aws import S3Bucket
 
-    from deployments.scale import RESULTS_BLOCK
+    from deployments.object_store import RESULTS_BLOCK
 
     block = S3Bucket.load(RESULTS_BLOCK)
     client = block.credentials.get_s3_client()
@@ -34,7 +35,7 @@ def stored_objects(stack: ScaleStack) -> list[str]:
 
 @pytest.mark.timeout(1500)  # the stack's start (about a minute) and 60 runs
 def test_sixty_syncs_of_distinct_ledgers_over_three_workers(scale_stack: ScaleStack) -> None:
-    sandboxes = start_sandboxes(60, records=300, prefix="many")
+    sandboxes = start_sandbox_fleet(60, records=300, prefix="many")
     try:
         run_ids = start_runs(LEDGER_SYNC, (sync_parameters("many", n) for n in range(60)))
         runs = wait_final(run_ids, timeout=1200)
@@ -43,11 +44,14 @@ def test_sixty_syncs_of_distinct_ledgers_over_three_workers(scale_stack: ScaleSt
             assert_ledger_exact(sandbox)
         # Syncs of different ledgers overlap: nothing serializes the deployment as a whole.
         assert most_at_once(runs) > 1
-        # Every worker took runs, whichever replica it talks to.
+        # Every worker took runs, and both replicas answered them (through the balancer).
         logs = [worker.log.read_text() for worker in scale_stack.workers]
         for worker, log in zip(scale_stack.workers, logs, strict=True):
             assert any(str(run_id) in log for run_id in run_ids), f"{worker.name} ran none"
-        assert {w.api_url for w in scale_stack.workers} == set(scale_stack.api_urls)
+        answered = {
+            name: int(row["hrsp_2xx"]) for name, row in scale_stack.balancer_servers().items()
+        }
+        assert len(answered) == 2 and all(answered.values()), answered
         # Checkpoints went to the shared object store, not to a worker's disk.
         assert any(key.startswith("results/") for key in stored_objects(scale_stack))
     finally:
@@ -59,7 +63,7 @@ def test_sixty_syncs_of_distinct_ledgers_over_three_workers(scale_stack: ScaleSt
 def test_two_syncs_of_one_ledger_at_once_load_it_once(
     scale_stack: ScaleStack, tmp_path: Path
 ) -> None:
-    (sandbox,) = start_sandboxes(1, records=1000, prefix="same")
+    (sandbox,) = start_sandbox_fleet(1, records=1000, prefix="same")
     try:
         sandbox.set_faults("ledger", slow_rate=1.0, slow_seconds=0.3)  # long loads, to overlap
         run_ids = start_runs(LEDGER_SYNC, [sync_parameters("same", 0)] * 2)

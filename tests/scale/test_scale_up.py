@@ -1,5 +1,5 @@
 """`python -m deployments up --profile scale` as a user runs it: its table, then Ctrl-C stops
-every part it started (replicas, object store, workers), exit code 0."""
+every part it started (balancer, replicas, object store, workers), exit code 0."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,17 +16,14 @@ import redis
 
 from deployments.scale import ensure_database
 from tests.helpers import ROOT, services
+from tests.helpers.stack import answers
 from tests.scale.helpers import scale_settings
 
 
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
-        return False
+def row_url(lines: list[str], label: str) -> str:
+    """The first URL on the table's row labelled `label`."""
+    row = next(line for line in lines if label in line)
+    return re.findall(r"http://127\.0\.0\.1:\d+(?:/api)?", row)[0]
 
 
 @pytest.mark.timeout(600)
@@ -76,6 +71,7 @@ def run_up_scale(tmp_path: Path, session: dict[str, str]) -> None:
         output = "".join(lines)
         assert lines and lines[-1].startswith("UI: "), output[-3000:]
         for part in (
+            "load balancer (HAProxy)",
             "API replica 0",
             "API replica 1",
             "background services",
@@ -85,17 +81,16 @@ def run_up_scale(tmp_path: Path, session: dict[str, str]) -> None:
             "ledger-sync/ledger-sync",
         ):
             assert part in output, part
-        urls = re.findall(r"http://127\.0\.0\.1:\d+(?:/api)?", output)
-        replicas = sorted({url for url in urls if url.endswith("/api")})
-        assert len(replicas) == 2 and all(answers(f"{url}/health") for url in replicas)
-        store_row = next(line for line in lines if "object store (moto)" in line)
-        store = re.findall(r"http://127\.0\.0\.1:\d+", store_row)[0]
+        labels = ("load balancer", "API replica 0", "API replica 1")
+        apis = [row_url(lines, label) for label in labels]
+        assert len(set(apis)) == 3 and all(answers(f"{url}/health") for url in apis)
+        store = row_url(lines, "object store (moto)")
         assert answers(store)
     finally:
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=120)
     assert code == 0, "".join(lines[-40:])
-    assert not any(answers(f"{url}/health") for url in replicas)
+    assert not any(answers(f"{url}/health") for url in apis)
     assert not answers(store)
     for log in ("worker-0.log", "worker-1.log", "worker-2.log", "task-worker-0.log"):
         assert (tmp_path / log).exists()
