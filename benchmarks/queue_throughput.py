@@ -1,14 +1,15 @@
-"""Benchmark: items per second through the message-queue pattern, with 1 and 2 task workers.
+"""Benchmark: items per second through the message-queue pattern, with 1 and 2 consumers.
 
 Scenario
-    A producer submits work items (ledger batches) as Prefect background task runs; task
-    workers in processes of their own POST them to the ledger (flows/message_queue.py). How
-    many items per second go through, as a user runs it, and what does a second worker add?
+    A producer submits work items (ledger batches) to the queue (a Redis stream); consumers
+    in processes of their own run each as a Prefect task that POSTs it to the ledger
+    (flows/message_queue.py). How many items per second go through, as a user runs it, and
+    what does a second consumer add?
 
 Solution
     One sandbox process for the ledger; then, `repeat` times for 1 and for 2 workers, side by
     side: the workers (`python -m flows.message_queue_worker --limit 10`, started first and
-    waited for until the server lists them, not timed: they are long-running services), then
+    waited for until the queue lists them, not timed: they are long-running services), then
     the producer `python -m flows.message_queue items=N label=...` as a whole process, timed
     from interpreter start to exit: it submits every item, gathers every result from result
     storage, and exits 0 only if none was set aside. The ledger is reset before each run and
@@ -53,11 +54,11 @@ WORKER_ARGS = ("--limit", str(WORKER_LIMIT))
 
 
 def start_workers(count: int, env: dict[str, str], logs: Path) -> list[subprocess.Popen[bytes]]:
-    """`count` task workers, each in a process group of its own, once the server lists them.
+    """`count` task workers, each in a process group of its own, once the queue lists them.
 
     On any failure, Ctrl-C included, the workers started so far are stopped.
     """
-    from flows.message_queue_items import live_task_workers, process_item
+    from flows.message_queue_items import item_queue
 
     workers: list[subprocess.Popen[bytes]] = []
     try:
@@ -77,12 +78,12 @@ def start_workers(count: int, env: dict[str, str], logs: Path) -> list[subproces
         deadline = time.monotonic() + 60
         while True:
             if any(worker.poll() is not None for worker in workers):
-                raise BenchmarkError(f"a task worker exited at start; see {logs}")
-            live = live_task_workers(process_item.task_key)
-            if all(any(w.endswith(f"-{p.pid}") for w in live) for p in workers):
+                raise BenchmarkError(f"a consumer exited at start; see {logs}")
+            joined = item_queue().consumers()
+            if all(any(c.endswith(f"-{p.pid}") for c in joined) for p in workers):
                 return workers
             if time.monotonic() > deadline:
-                raise BenchmarkError(f"the task workers did not subscribe within 60 s; see {logs}")
+                raise BenchmarkError(f"the consumers did not join within 60 s; see {logs}")
             time.sleep(0.2)
     except BaseException:
         stop_workers(workers)
@@ -104,7 +105,7 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
 @dataclass
 class QueueRun:
     producer: Measured
-    workers_cpu: float  # CPU seconds of the task workers while the producer ran
+    workers_cpu: float  # CPU seconds of the consumers while the producer ran
 
 
 def workers_cpu(workers: list[subprocess.Popen[bytes]]) -> float:
@@ -126,7 +127,7 @@ def check_applied_once(sandbox: SandboxProcess, label: str, items: int, what: st
 
 
 def measure_queue(bench: Bench, items: int, repeat: int) -> Section:
-    """Producer runs with 1 and with 2 warm task workers, as a table."""
+    """Producer runs with 1 and with 2 warm consumers, as a table."""
     from deployments.stack import register_blocks, save_sandbox_blocks
 
     queue_dir = bench.home / "queue"
@@ -201,17 +202,17 @@ def queue_section(runs: dict[int, list[QueueRun]], items: int) -> Section:
         )
     notes = [
         "items/s: items over the producer's median wall time, its fixed cost included",
-        "CPU ms per item: CPU time of the producer, of all task workers and of the Prefect "
+        "CPU ms per item: CPU time of the producer, of all consumers and of the Prefect "
         "server's processes while the producer ran, over the items (medians)",
     ]
     if 1 in rates and 2 in rates:
         notes.append(f"2 workers against 1: {rates[2] / rates[1]:.2f}x the items per second")
     return Section(
-        title=f"Message queue: {items} items through 1 and 2 task workers",
+        title=f"Message queue: {items} items through 1 and 2 consumers",
         about=(
             f"`python -m flows.message_queue items={items} records_per_item={RECORDS_PER_ITEM}` "
-            f"timed as a whole process, with task workers (`python -m flows.message_queue_worker "
-            f"--limit {WORKER_LIMIT}`) started and subscribed before it; every record checked "
+            f"timed as a whole process, with consumers (`python -m flows.message_queue_worker "
+            f"--limit {WORKER_LIMIT}`) started and joined before it; every record checked "
             "applied exactly once at the ledger after each run."
         ),
         headers=QUEUE_HEADERS,

@@ -1,70 +1,50 @@
-"""Message queue: work submitted to a queue, task workers process it, results persisted.
+"""Message queue: work submitted to a queue, consumers process it, results persisted.
 
 Scenario
     A producer has many independent units of work (here: ledger batches) and should neither do
-    them itself nor wait on any one of them. Task workers in other processes, or on other
+    them itself nor wait on any one of them. Consumers in other processes, or on other
     machines, take the items one by one, and the producer collects what became of each. Any
-    worker may die mid-item; some items are malformed and will never succeed ("poison") and
-    must not block the rest or be retried forever.
+    consumer may die mid-item; some items are malformed ("poison") and will never succeed
+    and must not block the rest or be retried forever; producers and consumers may talk to
+    different Prefect API replicas.
 
 Solution
-    `process_item.delay(item)` (flows/message_queue_items.py) stores the item's parameters and
-    creates a Scheduled background task run, which Prefect's server pushes to a task worker.
-    The worker POSTs the item's batch under its Idempotency-Key (applying an item twice
-    applies it once), retries transient failures only, and persists its result.
+    The queue is a Redis stream read by a consumer group (toolkit/stream_queue.py), not
+    Prefect's background task runs (`.delay()`), because of what Prefect 3.9.1 does with
+    those, seen by experiment and in its source (`prefect/server/task_queue.py`, upstream
+    #21218, open): the queue of scheduled background runs lives in the memory of the API
+    process that scheduled the run, so with two API replicas behind a load balancer an item
+    submitted through one is invisible to task workers subscribed to the other; and a worker
+    SIGKILLed mid-item leaves its run Running for good, never handed to another worker. Redis
+    Streams do both by design, with a lease per delivery and a delivery count, and Redis is
+    already part of every profile. Prefect still does the work and the observing: each item
+    is a run of the Prefect task `process_item` (flows/message_queue_items.py: retries,
+    Idempotency-Key, its result persisted in shared result storage, a task run in the UI),
+    and this producer is a flow with a report.
 
-    The producer flow `produce_and_gather` ("message-queue") submits the items, then gathers
-    them, polling the states of all its task runs in one API call per round (per 200 items).
-    What becomes of each item is decided by `toolkit.redelivery.decide`, a pure function:
-    - Completed: the item is processed; its result is read from result storage.
-    - Failed or Cancelled (a 422 from the ledger, transient retries used up): the item is SET
-      ASIDE with its error, in the returned summary and in a table artifact, and the rest go on.
-    - Stuck (see the guarantee below; a Crashed run is stuck too): the producer delivers the
-      item again, up to `max_deliveries` deliveries in all; after that it sets the item aside
-      and marks its run Crashed.
-    Whatever is still open after `timeout_seconds` is set aside as unfinished.
-
-    Result storage must be readable by every process: on one machine the default local path
-    (`PREFECT_RESULTS_LOCAL_STORAGE_PATH`) does; across machines, give the producer and every
-    worker the same remote storage blocks, `PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK` for results
-    and `PREFECT_TASKS_SCHEDULING_DEFAULT_STORAGE_BLOCK` for the items' parameters.
+    `produce_and_gather` ("message-queue") submits every item in one round trip, each with
+    the stream this run reads replies on and its most deliveries, then reads the replies of
+    the consumers (flows/message_queue_worker.py) until every item is answered:
+    - processed: its `ItemResult` is read from result storage, where the consumer's task
+      stored it (`result_key`): every process of a profile reads the same storage;
+    - set aside, with the error: the ledger refused it (a poison item: 422, never retried),
+      its transient retries ran out, or it was delivered more than `max_deliveries` times
+      (each consumer holding it died). The rest go on. It is also in the dead-letter stream.
+    An item whose consumer died is taken over by another consumer once its lease has run
+    out, as a new delivery (`redelivered` in the summary). Whatever is still unanswered after
+    `timeout_seconds` is set aside as unfinished.
 
 DELIVERY GUARANTEE: at least once
-    An item may be executed more than once, so its effect must be idempotent (here: the
-    ledger's Idempotency-Key; a second POST of the same batch is a 200 replay, not a new
-    application). What Prefect 3.9.1 itself does, seen by experiment and in its source
-    (`prefect/server/api/task_runs.py`, `task_queue.py`, `task_worker.py`):
-    - the server keeps scheduled background runs in an in-memory queue per task and pushes
-      each one to one subscribed worker, which acknowledges it on receipt; from then on the
-      server keeps no lease and expects no heartbeat from the worker;
-    - a worker SIGKILLed mid-item leaves that task run Running for good (seen still Running
-      5 minutes later, two other workers subscribed and idle); Prefect never re-delivers it;
-    - a worker at its `limit` still receives and acknowledges one more run and holds it until
-      a slot frees: if it dies, that run stays Scheduled for good, also never re-delivered;
-    - runs pushed to a worker whose connection broke before it acknowledged them go back to
-      the queue and are delivered to another worker.
-    So the producer re-delivers: a run with no new state for `stuck_after_seconds`, or a
-    Scheduled run that later items of this producer have overtaken (or that has been first
-    in line) for that long. A slow but live item can be re-delivered too (a false positive),
-    so `stuck_after_seconds` should exceed the longest silence of one item (one attempt, or
-    one retry wait); the price of a false positive is a duplicate execution, which the
-    Idempotency-Key absorbs, never a duplicate effect.
-
-RE-DELIVERY THROUGH PREFECT'S PUBLIC API
-    The producer ends a stuck run with `client.set_task_run_state(run_id, Crashed(...))`,
-    without `force`: the server's own rules refuse to crash a run that has just finished, and
-    that item is read as it ended, not re-delivered. Then it submits the item again with
-    `process_item.delay`: a new task run, queued like any other. The public path costs a task
-    run per re-delivery (the replaced one Crashed, saying why) and a second copy of the item's
-    parameters; a replaced run that a live worker holds may still run (the server lets a run
-    leave Crashed for Running): a duplicate execution, as above.
+    An item may be processed more than once (its consumer died after the ledger applied it,
+    or stalled past its lease), so its effect must be idempotent: here the ledger's
+    Idempotency-Key, a second POST of the same batch is a 200 replay, not a new application.
+    A duplicate reply is ignored: the first answer about an item counts.
 
 How to run
-    Start task workers (each in its own process, here two, three items at a time each):
+    Start consumers (each in its own process, here two, three items at a time each):
         python -m flows.message_queue_worker --limit 3
-        prefect task serve --module flows.message_queue_items --limit 3
-    With a Prefect server in `PREFECT_API_URL` and the `sandbox-ledger` block pointed at a
-    ledger (see README, "Run it on its own"), produce and gather:
+    With a Prefect server in `PREFECT_API_URL`, Redis in `RESILIENT_FLOWS_REDIS_URL` and the
+    `sandbox-ledger` block pointed at a ledger (see README, "Run it on its own"):
         python -m flows.message_queue items=12 malformed=[5]
 """
 
@@ -72,118 +52,82 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from collections.abc import Sequence
-from typing import Annotated, Any
-from uuid import UUID
+from typing import Annotated
 
 from prefect import flow, get_run_logger
-from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
-from prefect.client.schemas.objects import State
-from prefect.client.schemas.responses import SetStateStatus
-from prefect.futures import PrefectDistributedFuture
-from prefect.states import Crashed
+from prefect.runtime import flow_run
 from pydantic import Field
 
 from flows.message_queue_items import (
     ItemResult,
     QueueSummary,
+    Reply,
     SetAside,
     WorkItem,
     build_items,
-    live_task_workers,
-    process_item,
+    item_queue,
+    result_key,
 )
 from toolkit.cli import parse_parameters
-from toolkit.redelivery import Done, GiveUp, Queue, Redeliver, Rules, decide
 from toolkit.report import RunReport
 from toolkit.services import load_service
-
-POLL_SECONDS = 0.5
-"""How often the producer reads the states of its open items (one API call per 200 items)."""
+from toolkit.stream_queue import StreamQueue
 
 
 def gather(
-    work: Sequence[WorkItem],
-    futures: Sequence[PrefectDistributedFuture[dict[str, Any]]],
-    rules: Rules,
-    ledger_api: str,
+    queue: StreamQueue, work: Sequence[WorkItem], reply_to: str, timeout_seconds: float
 ) -> QueueSummary:
-    """Wait for every item to be processed or set aside, re-delivering stuck ones: the I/O
-    around `toolkit.redelivery.decide`, which decides."""
+    """Read the consumers' replies until every item is answered or the time is up."""
     logger = get_run_logger()
-    items = {item.item_id: item for item in work}
-    submitted = [(i.item_id, f.task_run_id) for i, f in zip(work, futures, strict=True)]
-    queue = Queue.start(submitted, now=time.monotonic())
-    results: dict[str, ItemResult] = {}
-    set_aside: dict[str, SetAside] = {}
-    redelivered: dict[str, int] = {}
+    replies: dict[str, Reply] = {}
+    wanted = {item.item_id for item in work}
+    after, deadline = "0-0", time.monotonic() + timeout_seconds
+    while wanted - set(replies) and (left := deadline - time.monotonic()) > 0:
+        for entry_id, body in queue.replies(reply_to, after, block_ms=int(min(left, 1) * 1000) + 1):
+            after, reply = entry_id, Reply.model_validate(body)
+            if reply.item_id in wanted and reply.item_id not in replies:  # the first answer
+                replies[reply.item_id] = reply
+                if reply.status == "set-aside":
+                    logger.warning("Item %s set aside: %s", reply.item_id, reply.error)
 
-    def put_aside(key: str, run_id: UUID, deliveries: int, error: str) -> None:
-        logger.warning("Setting item %s aside: %s", key, error)
-        batch_id = items[key].batch.batch_id
-        set_aside[key] = SetAside(
-            item_id=key,
-            batch_id=batch_id,
-            task_run_id=str(run_id),
-            deliveries=deliveries,
-            error=error,
+    results, set_aside = {}, []
+    for item in work:
+        reply = replies.get(item.item_id)
+        error = reply.error if reply else f"unfinished after {timeout_seconds:.0f} s"
+        if reply is not None and reply.status == "processed":
+            try:
+                results[item.item_id] = read_result(item.item_id)
+                continue
+            except Exception as exc:  # storage not shared with the consumer, likely
+                error = f"processed, but its result is unreadable here: {exc!r}"
+        set_aside.append(
+            SetAside(
+                item_id=item.item_id,
+                batch_id=item.batch.batch_id,
+                task_run_id=reply.task_run_id if reply else "",
+                deliveries=reply.deliveries if reply else 0,
+                error=error,
+            )
         )
-
-    with get_client(sync_client=True) as client:
-        while queue.open:
-            states = _read_states(client, queue.run_ids())
-            queue, actions = decide(queue, states, time.monotonic(), rules)
-            for action in actions:
-                match action:
-                    case Done(key, run_id, deliveries):
-                        try:  # the worker's result, read back from result storage
-                            future = PrefectDistributedFuture[dict[str, Any]](run_id)
-                            results[key] = ItemResult.model_validate(future.result())
-                        except Exception as exc:  # storage not shared with the worker, likely
-                            error = f"processed, but its result is unreadable here: {exc!r}"
-                            put_aside(key, run_id, deliveries, error)
-                    case GiveUp(key, run_id, deliveries, error, retire):
-                        if retire:
-                            retire_run(client, run_id, f"set aside: {error}")
-                        put_aside(key, run_id, deliveries, error)
-                    case Redeliver(key, run_id, delivery, reason, retire):
-                        if retire and not retire_run(client, run_id, f"re-delivered: {reason}"):
-                            continue  # it has just finished: read as it ended, next round
-                        future = process_item.delay(items[key], ledger_api)
-                        queue = queue.redelivered(key, future.task_run_id, time.monotonic())
-                        redelivered[key] = delivery
-                        logger.warning(
-                            "Re-delivered item %s (delivery %s): %s", key, delivery, reason
-                        )
-            if queue.open:
-                time.sleep(POLL_SECONDS)
-
-    processed = [i.item_id for i in work if i.item_id in results]
     return QueueSummary(
         submitted=len(work),
-        processed=processed,
-        results={item_id: results[item_id] for item_id in processed},
-        set_aside=[set_aside[i.item_id] for i in work if i.item_id in set_aside],
-        redelivered=redelivered,
+        processed=list(results),
+        results=results,
+        set_aside=set_aside,
+        redelivered={k: r.deliveries for k, r in replies.items() if r.deliveries > 1},
     )
 
 
-def _read_states(client: SyncPrefectClient, ids: Sequence[UUID]) -> dict[UUID, State | None]:
-    states: dict[UUID, State | None] = {}
-    for start in range(0, len(ids), 200):
-        chunk = list(ids[start : start + 200])
-        found = client.read_task_runs(
-            task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=chunk)), limit=len(chunk)
-        )
-        states.update({run.id: run.state for run in found})
-    return states
+def read_result(item_id: str) -> ItemResult:
+    """The item's result, from the result storage the consumer's task stored it in: the
+    default storage of the profile (PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK, else local)."""
+    from prefect.results import ResultStore, get_default_result_storage
 
-
-def retire_run(client: SyncPrefectClient, run_id: UUID, message: str) -> bool:
-    """Mark a run no one will wait for Crashed; False if the server refused: it has finished."""
-    answer = client.set_task_run_state(run_id, Crashed(message=message))
-    return answer.status == SetStateStatus.ACCEPT
+    store = ResultStore(result_storage=get_default_result_storage())
+    record = store.read(result_key(item_id))
+    return ItemResult.model_validate(record.result)
 
 
 @flow(name="message-queue")
@@ -194,10 +138,9 @@ def produce_and_gather(
     malformed: list[Annotated[int, Field(ge=0)]] | None = None,
     ledger_api: str = "sandbox-ledger",
     timeout_seconds: Annotated[float, Field(gt=0, le=86_400)] = 600.0,
-    stuck_after_seconds: Annotated[float, Field(ge=1, le=3_600)] = 60.0,
     max_deliveries: Annotated[int, Field(ge=1, le=10)] = 3,
 ) -> QueueSummary:
-    """Submit work items to task workers, gather their results, set poison items aside.
+    """Submit work items to the queue's consumers, gather their results, set poison aside.
 
     Args:
       items: Work items to submit, from 1 to 10000.
@@ -213,27 +156,29 @@ def produce_and_gather(
 
       ledger_api: Name of the HttpService block document of the ledger service.
 
-      timeout_seconds: Seconds after which items still open are given up on and set aside as
-        unfinished, up to 86400.
+      timeout_seconds: Seconds after which items still unanswered are given up on and set
+        aside as unfinished, up to 86400.
 
-      stuck_after_seconds: Seconds with no progress after which an item is re-delivered, from
-        1 to 3600; keep it above the longest time one item may legitimately take.
-
-      max_deliveries: Deliveries of one item before it is set aside, from 1 to 10.
+      max_deliveries: Deliveries of one item (a consumer died holding it) before it is set
+        aside, from 1 to 10.
     """
     logger = get_run_logger()
     load_service("ledger_api", ledger_api)  # an unknown block fails here, before any submission
     work = build_items(items, records_per_item, label, malformed or ())
-    if not live_task_workers(process_item.task_key):
+    queue = item_queue()
+    if not queue.consumers():
         logger.warning(
-            "No task worker serves process_item yet: items wait in the queue until one starts "
+            "No consumer has joined the queue yet: items wait in it until one starts "
             "(python -m flows.message_queue_worker)"
         )
-    started = time.monotonic()
-    futures = [process_item.delay(item, ledger_api) for item in work]
-    logger.info("Submitted %s items in %.1f s", len(futures), time.monotonic() - started)
-    rules = Rules(stuck_after_seconds, max_deliveries, timeout_seconds)
-    summary = gather(work, futures, rules, ledger_api)
+    reply_to = f"{queue.name}:replies:{flow_run.id or uuid.uuid4()}"
+    bodies = ({"item": item.model_dump(mode="json"), "ledger_api": ledger_api} for item in work)
+    submitted = queue.submit(bodies, reply_to, max_deliveries)
+    logger.info("Submitted %s items to %s", submitted, queue.name)
+    try:
+        summary = gather(queue, work, reply_to, timeout_seconds)
+    finally:
+        queue.client.delete(reply_to)
     _publish(summary)
     return summary
 
@@ -247,7 +192,7 @@ def _publish(summary: QueueSummary) -> None:
             "items submitted": summary.submitted,
             "items processed": len(summary.processed),
             "of which replayed by the ledger": replayed,
-            "items re-delivered by the producer": len(summary.redelivered),
+            "items delivered more than once": len(summary.redelivered),
             "items set aside": len(summary.set_aside),
         },
         table_title="Items set aside" if summary.set_aside else "",

@@ -1,28 +1,28 @@
-"""The message queue's work items, what became of them, and the task that task workers run.
+"""The message queue's work items, the replies about them, and the task that does the work.
 
 Scenario
-    The producer (flows/message_queue.py) submits ledger batches as work items to Prefect task
-    workers in other processes or on other machines. A worker may get an item twice (the
-    producer re-delivers items that stopped moving), and some items are malformed ("poison"):
-    applying an item twice must apply it once, and a poison item must fail at once, with the
-    ledger's reason, not after every retry.
+    The producer (flows/message_queue.py) submits ledger batches as work items to a queue;
+    consumers (flows/message_queue_worker.py) in other processes or on other machines take
+    them. An item may be processed twice (its consumer died after the ledger applied it, and
+    another took it over), and some items are malformed ("poison"): processing an item twice
+    must apply it once, and a poison item must fail at once, with the ledger's reason, not
+    after every retry.
 
 Solution
-    `process_item` is a Prefect background task. It POSTs the item's batch under the batch's
-    Idempotency-Key (`flows.ledger.upstreams.post_batch`, the request `load_batch` makes too),
-    so a second delivery is a 200 replay at the ledger, not a second application. It retries
-    transient failures with Prefect's task retries (`toolkit.retry.UPSTREAM_RETRY`: backoff, at
-    most as many retries as the RESILIENT_FLOWS_UPSTREAM_RETRIES setting, 8 by default) and
-    never a permanent one: a 4xx becomes `RejectedItem`, named by
-    `toolkit.retry.describe_failure`. Its result (an `ItemResult`) is persisted, for the
-    producer to read from result storage; what the producer made of every item is a
-    `QueueSummary` (processed, `SetAside`, re-delivered).
+    `process_item` is a Prefect task, run by the consumers. It POSTs the item's batch under
+    the batch's Idempotency-Key (`flows.ledger.upstreams.post_batch`, the request `load_batch`
+    makes too), so a second delivery is a 200 replay at the ledger, not a second application.
+    It retries transient failures with Prefect's task retries (`toolkit.retry.UPSTREAM_RETRY`:
+    backoff, at most RESILIENT_FLOWS_UPSTREAM_RETRIES retries, 8 by default) and never a
+    permanent one: a 4xx becomes `RejectedItem`, named by `toolkit.retry.describe_failure`.
+    Its result (an `ItemResult`) is persisted under `result_key(item_id)` in Prefect's result
+    storage, which every process of a profile shares (a local directory; the object store on
+    the scale profile): the producer reads it from there. A consumer answers each item with a
+    `Reply`; what the producer made of every item is a `QueueSummary`.
 
 How to run
-    Task workers serve it (each in its own process, here three items at a time each):
-        python -m flows.message_queue_worker --limit 3
-        prefect task serve --module flows.message_queue_items --limit 3
-    The producer submits items with `process_item.delay(item, ledger_api)`;
+    Consumers run it (python -m flows.message_queue_worker); on its own:
+        process_item(build_items(1, 5, "mq")[0], "sandbox-ledger")
     `build_items(12, 5, "mq", malformed=[5])` builds twelve items, the sixth of them poison.
 """
 
@@ -32,11 +32,11 @@ import os
 import socket
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+import redis
 from prefect import task
-from prefect.client.orchestration import get_client
 from prefect.runtime import task_run as current_task_run
 from pydantic import BaseModel, Field
 
@@ -45,6 +45,23 @@ from flows.ledger.upstreams import post_batch
 from toolkit.idempotency import content_hash
 from toolkit.retry import UPSTREAM_RETRY, describe_failure, is_transient
 from toolkit.services import load_service
+from toolkit.stream_queue import StreamQueue
+
+QUEUE = "resilient-flows:message-queue"
+"""The Redis stream of the queue's items, in RESILIENT_FLOWS_REDIS_URL."""
+
+
+def item_queue() -> StreamQueue:
+    """The queue, on the Redis of the settings (the circuit breakers' too)."""
+    from toolkit.config import settings
+
+    client = redis.Redis.from_url(settings().redis_url, decode_responses=True)
+    return StreamQueue(client, QUEUE)
+
+
+def result_key(item_id: str) -> str:
+    """Where an item's `ItemResult` is stored in result storage (the same for every delivery)."""
+    return f"message-queue/{item_id}.json"
 
 
 class WorkItem(BaseModel):
@@ -55,14 +72,24 @@ class WorkItem(BaseModel):
 
 
 class ItemResult(BaseModel):
-    """What a task worker made of an item; persisted in result storage."""
+    """What a consumer made of an item; persisted in result storage."""
 
     item_id: str
     batch_id: str
     accepted: int
     replayed: bool  # the ledger had applied this batch before: a re-delivery, or a rerun
-    worker: str  # hostname-pid, as Prefect names task workers
+    worker: str  # hostname-pid: the consumer's name in the queue
     task_run_id: str
+
+
+class Reply(BaseModel):
+    """A consumer's answer about one item, on the producer's reply stream."""
+
+    item_id: str
+    status: Literal["processed", "set-aside"]
+    deliveries: int
+    task_run_id: str = ""
+    error: str = ""
 
 
 class SetAside(BaseModel):
@@ -70,7 +97,7 @@ class SetAside(BaseModel):
 
     item_id: str
     batch_id: str
-    task_run_id: str
+    task_run_id: str  # empty: never run (its consumers died, or it was never taken)
     deliveries: int
     error: str
 
@@ -81,7 +108,8 @@ class QueueSummary(BaseModel):
     results: dict[str, ItemResult] = Field(description="Per processed item, from storage.")
     set_aside: list[SetAside]
     redelivered: dict[str, int] = Field(
-        description="Item ids the producer re-delivered, with their number of deliveries."
+        description="Item ids delivered more than once (a consumer died holding them), with "
+        "their number of deliveries."
     )
 
 
@@ -93,13 +121,17 @@ def worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-@task(**UPSTREAM_RETRY, persist_result=True, task_run_name="process-{item.item_id}")
+@task(
+    **UPSTREAM_RETRY,
+    persist_result=True,
+    result_storage_key="message-queue/{parameters[item].item_id}.json",  # result_key's
+    task_run_name="process-{item.item_id}",
+)
 def process_item(item: WorkItem, ledger_api: str = "sandbox-ledger") -> dict[str, Any]:
     """POST the item's batch under its Idempotency-Key: a second delivery applies nothing.
 
-    Returns an `ItemResult` as plain data: a worker started from a file path (`prefect task
-    serve flows/message_queue_items.py:process_item`) loads this module under another name,
-    and a pickled `ItemResult` would name a module the producer cannot import.
+    Returns an `ItemResult` as plain data, so that reading it back needs no import of this
+    module under the name the consumer gave it.
     """
     # The block is loaded per item, not per process: a re-pointed block takes effect at once.
     with load_service("ledger_api", ledger_api).client() as client:
@@ -144,13 +176,3 @@ def build_items(
             entries[0] = first.model_copy(update={"amount_eur": first.amount_eur.replace(".", ",")})
         items.append(WorkItem(item_id=f"{label}-{i:04d}", batch=Batch.of(entries)))
     return items
-
-
-def live_task_workers(task_key: str) -> list[str]:
-    """Ids (hostname-pid) of the task workers the server sees subscribed to `task_key`."""
-    with get_client(sync_client=True) as client:
-        response = client.request(
-            "POST", "/task_workers/filter", json={"task_worker_filter": {"task_keys": [task_key]}}
-        )
-        response.raise_for_status()
-        return sorted(worker["identifier"] for worker in response.json())

@@ -8,7 +8,7 @@
 - `toolkit.state`: schema-versioned checkpoints in Prefect's result store, migrated on read.
 - `toolkit.ledger_index`: what each ledger holds (record ids by batch), an outbox, a lock;
   on `toolkit.database` (SQLite or PostgreSQL) and `toolkit.database_lock`.
-- `toolkit.redelivery`: the message queue's decision of what to deliver again.
+- `toolkit.stream_queue`: a work queue on Redis Streams (leases, reclaim, dead letters).
 - `toolkit.degradation`, `toolkit.alerts`: ending Degraded or Failed, and telling a person.
 - `toolkit.approval`: pausing for a person's typed decision.
 - `toolkit.callbacks`: signed webhooks from state hooks, and their verification.
