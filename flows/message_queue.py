@@ -17,7 +17,7 @@ Solution
     submitted through one is invisible to task workers subscribed to the other; and a worker
     SIGKILLed mid-item leaves its run Running for good, never handed to another worker. Redis
     Streams do both by design, with a lease per delivery and a delivery count, and Redis is
-    already part of every profile. Prefect still does the work and the observing: each item
+    already there for the circuit breakers. Prefect still does the work and the observing: each item
     is a run of the Prefect task `process_item` (flows/message_queue_items.py: retries,
     Idempotency-Key, its result persisted in shared result storage, a task run in the UI),
     and this producer is a flow with a report.
@@ -26,7 +26,7 @@ Solution
     the stream this run reads replies on and its most deliveries, then reads the replies of
     the consumers (flows/message_queue_worker.py) until every item is answered:
     - processed: its `ItemResult` is read from result storage, where the consumer's task
-      stored it (`result_key`): every process of a profile reads the same storage;
+      stored it (`result_key`): every process of one setup reads the same storage;
     - set aside, with the error: the ledger refused it (a poison item: 422, never retried),
       its transient retries ran out, or it was delivered more than `max_deliveries` times
       (each consumer holding it died). The rest go on. It is also in the dead-letter stream.
@@ -122,7 +122,7 @@ def gather(
 
 def read_result(item_id: str) -> ItemResult:
     """The item's result, from the result storage the consumer's task stored it in: the
-    default storage of the profile (PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK, else local)."""
+    default result storage (PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK, else the local path)."""
     from prefect.results import ResultStore, get_default_result_storage
 
     store = ResultStore(result_storage=get_default_result_storage())

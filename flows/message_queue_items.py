@@ -16,9 +16,9 @@ Solution
     backoff, at most RESILIENT_FLOWS_UPSTREAM_RETRIES retries, 8 by default) and never a
     permanent one: a 4xx becomes `RejectedItem`, named by `toolkit.retry.describe_failure`.
     Its result (an `ItemResult`) is persisted under `result_key(item_id)` in Prefect's result
-    storage, which every process of a profile shares (a local directory; the object store on
-    the scale profile): the producer reads it from there. A consumer answers each item with a
-    `Reply`; what the producer made of every item is a `QueueSummary`.
+    storage, which every process of one setup shares (a local directory on one machine,
+    object storage across many): the producer reads it from there. A consumer answers each
+    item with a `Reply`; what the producer made of every item is a `QueueSummary`.
 
 How to run
     Consumers run it (python -m flows.message_queue_worker); on its own:
