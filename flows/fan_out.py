@@ -10,15 +10,18 @@ Scenario
 Solution
     The page chain is walked one page at a time (each cursor comes from the page before),
     rates are resolved once for the snapshot (flows/ledger/rates.py) and every page is
-    converted in memory. Then one `load_batch` task per batch is submitted to a
-    `ThreadPoolTaskRunner(max_workers=max_in_flight)` built when the flow runs: each task run
-    holds one of its threads from its first attempt to its last retry, so no more than
-    `max_in_flight` POSTs are ever in flight. This is the simplest bound that holds: a
-    flow's own task runner is fixed when it is decorated, a subflow called with
-    `with_options(task_runner=...)` would turn every batch into a flow-run parameter (walked,
-    validated, and stored as JSON in Prefect's database), and a global concurrency limit is
-    a server-side object worth having only to share one bound among several runs. Batches
-    go in as `opaque(batch)` so Prefect does not walk their entries looking for futures.
+    converted in memory. Then one `load_batch` task per batch is submitted to the task
+    runner the settings select (toolkit/task_runners.py): threads of the flow-run process by
+    default, a Dask cluster with RESILIENT_FLOWS_TASK_RUNNER=dask (prefect-dask; a local
+    cluster, or the scheduler at RESILIENT_FLOWS_DASK_ADDRESS), with no change here. The
+    bound holds on either: the flow keeps at most `max_in_flight` batches submitted and
+    unfinished, and submits the next one as one finishes, so no more than `max_in_flight`
+    POSTs are ever in flight. A task gets the ledger block's name, not a client, so that its
+    arguments can be sent to another process; its receipt is persisted in result storage
+    (object storage when the workers are on many machines). A global concurrency limit would
+    be the tool to share one bound among several runs; here one run has it. Batches go in as
+    they are: `opaque(batch)`, which would spare Prefect walking their entries for futures,
+    reaches a Dask worker still wrapped (prefect-dask 0.3.7 does not unwrap it).
     Results are consumed with `prefect.futures.as_completed`, in the order the ledger
     answers: each batch's outcome (loaded, replayed, or failed with its error) goes into a
     `FanOutResult`. The run ends Completed when every batch is in the ledger; otherwise it
@@ -28,6 +31,7 @@ Solution
 
 How to run
     python -m flows.fan_out max_in_flight=8 batch_size=100   # against the saved blocks
+    RESILIENT_FLOWS_TASK_RUNNER=dask python -m flows.fan_out # the same, on a local Dask cluster
 """
 
 from __future__ import annotations
@@ -35,13 +39,13 @@ from __future__ import annotations
 import sys
 from datetime import timedelta
 from decimal import Decimal
+from itertools import islice
 from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
+from prefect.cache_policies import INPUTS
 from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Failed, State
-from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.utilities.annotations import opaque
 from pydantic import BaseModel, Field
 
 from flows.ledger.models import Batch, LedgerReceipt, convert
@@ -50,6 +54,18 @@ from flows.ledger.rates import resolve_rates, stored_rates_age
 from flows.ledger.upstreams import Upstreams, iter_pages, load_batch, open_upstreams
 from toolkit.cli import parse_parameters
 from toolkit.retry import describe_failure
+from toolkit.task_runners import fan_out_runner
+
+PERSISTED_LOAD = load_batch.with_options(
+    persist_result=True,
+    result_storage_key="fan-out/{parameters[batch].batch_id}.json",
+    # Prefect 3.9.1 wrote no result of this task with NO_CACHE (seen in the tests), so:
+    # refresh_cache runs it every time all the same: a rerun POSTs again, the ledger replays.
+    cache_policy=INPUTS,
+    refresh_cache=True,
+)
+"""`load_batch`, its receipt kept in result storage under the batch's id (its content's hash):
+object storage, when workers are on many machines."""
 
 
 class BatchOutcome(BaseModel):
@@ -139,21 +155,26 @@ def fan_out_load(
         records_api=records_api, rates_api=rates_api, ledger_api=ledger_api
     ) as upstreams:
         batches = plan_batches(upstreams, batch_size, stored_rates_age(max_rates_age_hours), result)
-        # By the end of this block as_completed has seen every future finish; an exception
-        # escaping it makes the runner cancel the batches not yet loaded.
-        with ThreadPoolTaskRunner(max_workers=max_in_flight) as runner:
-            submitted: dict[PrefectFuture[LedgerReceipt], tuple[int, Batch]] = {}
-            for number, batch in batches:
-                load = {"client": upstreams.ledger, "batch": opaque(batch)}
-                submitted[runner.submit(load_batch, load)] = (number, batch)
-            for done, future in enumerate(as_completed(list(submitted)), start=1):
-                record(result, outcome_of(future, *submitted[future]), done, len(submitted))
+    # Threads or a Dask cluster, as the settings say; never more than max_in_flight submitted
+    # and unfinished. An exception escaping the block makes the runner cancel what is left.
+    with fan_out_runner(max_in_flight) as runner:
+        waiting = iter(batches)
+        loading: dict[PrefectFuture[LedgerReceipt], tuple[int, Batch]] = {}
+        while True:
+            for number, batch in islice(waiting, max_in_flight - len(loading)):
+                load = {"ledger_api": ledger_api, "batch": batch}
+                loading[runner.submit(PERSISTED_LOAD, load)] = (number, batch)
+            if not loading:
+                break
+            future = next(as_completed(list(loading)))  # the first of them to finish
+            done = len(result.batches) + 1
+            record(result, outcome_of(future, *loading.pop(future)), done, len(batches))
     if not result.failures:
         return result
     failed = "; ".join(f"{batch_id} ({error})" for batch_id, error in result.failures.items())
     # The loaded batches are not undone: a rerun replays them under their Idempotency-Key.
     message = (
-        f"{result.failed} of {len(submitted)} batches failed: {failed}. "
+        f"{result.failed} of {len(batches)} batches failed: {failed}. "
         f"{result.loaded + result.replayed} are in the ledger; a rerun replays them safely."
     )
     return Failed(message=message, data=result)

@@ -20,6 +20,7 @@ like change them without a code change.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +67,16 @@ class Settings(BaseSettings):
         gt=0,
         description="Stored rates younger than this stand in when no rates service answers; "
         "a flow's own parameter, when given, wins.",
+    )
+    task_runner: Literal["threads", "dask"] = Field(
+        default="threads",
+        description="What runs the fan-out flow's tasks (toolkit/task_runners.py): threads of "
+        "the flow-run process, or Dask workers (the scale profile).",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="With task_runner 'dask': the scheduler of a running Dask cluster, e.g. "
+        "'tcp://dask-scheduler:8786'; unset, each flow run starts a local cluster.",
     )
 
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.transactions import Transaction, get_transaction
 
 from flows.ledger.models import Batch, LedgerReceipt, RecordsPage
 from toolkit.retry import UPSTREAM_RETRY, checked
@@ -110,12 +109,12 @@ def iter_pages(client: httpx.Client, limit: int) -> Iterator[RecordsPage]:
 
 
 @task(**UPSTREAM_TASK, task_run_name="load-batch-{batch.batch_id}")
-def load_batch(client: httpx.Client, batch: Batch) -> LedgerReceipt:
-    """POST a batch under its Idempotency-Key; a replay (200) means it was already applied."""
-    txn = get_transaction()
-    if txn is not None:  # a function, because txn.get() deep-copies values (a client can't be)
-        txn.set("compensate", lambda: compensate_batch(client, batch.batch_id))
-    return post_batch(client, batch)
+def load_batch(ledger_api: str, batch: Batch) -> LedgerReceipt:
+    """POST a batch under its Idempotency-Key into the ledger of HttpService block
+    `ledger_api`; a replay (200) means it was already applied. It takes the block's name, not
+    a client, so that a task runner in other processes (Dask) can be sent its arguments."""
+    with load_service("ledger_api", ledger_api).client() as client:
+        return post_batch(client, batch)
 
 
 def post_batch(client: httpx.Client, batch: Batch) -> LedgerReceipt:
@@ -138,8 +137,3 @@ def post_batch(client: httpx.Client, batch: Batch) -> LedgerReceipt:
 def compensate_batch(client: httpx.Client, batch_id: str) -> None:
     """DELETE a batch: the ledger reverses it and releases its Idempotency-Key."""
     checked(client.delete(f"/ledger/batches/{batch_id}"))
-
-
-@load_batch.on_rollback
-def _compensate_on_rollback(txn: Transaction) -> None:
-    txn.get("compensate")()

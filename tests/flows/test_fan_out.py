@@ -143,3 +143,34 @@ def test_results_are_consumed_as_they_complete(sandbox: Sandbox) -> None:
     by_page = sorted(result.batches, key=lambda outcome: outcome.page)
     pages_order = ["slow" if outcome.batch_id in slow else "fast" for outcome in by_page]
     assert pages_order != sorted(pages_order), pages_order
+
+
+def test_on_a_dask_cluster_the_same_flow_loads_every_batch_bounded_and_stored(
+    sandbox: Sandbox, result_storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scale profile's runner, selected by a setting only: a local Dask cluster whose
+    worker is a process of its own; the bound and the exactness hold, receipts are stored."""
+    from prefect.client.orchestration import get_client
+
+    monkeypatch.setenv("RESILIENT_FLOWS_TASK_RUNNER", "dask")
+    sandbox.set_faults("ledger", slow_rate=1.0, slow_seconds=0.2)
+
+    state = run(max_in_flight=3)
+
+    assert state.is_completed(), state.message
+    assert_ledger_exact(sandbox)
+    assert sandbox.counters()["ledger"]["max_in_flight"] == 3
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    loads = [r for r in runs if r.name.startswith("load-batch-")]
+    assert len(loads) == BATCHES
+    for load in loads:  # each receipt persisted in the run's result storage
+        batch_id = load.name.removeprefix("load-batch-")
+        assert load.state.is_completed()
+        assert (result_storage / "fan-out" / f"{batch_id}.json").is_file()
