@@ -164,3 +164,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/state.sqlite"
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def stream_queue() -> Iterator[object]:
+    """A StreamQueue on the session's Redis, on a stream of this test's own; it and its dead
+    letters, and the reply stream "replies", are deleted after the test."""
+    import uuid
+
+    import redis
+
+    from toolkit.stream_queue import StreamQueue
+
+    client = redis.Redis.from_url(os.environ["RESILIENT_FLOWS_REDIS_URL"], decode_responses=True)
+    queue = StreamQueue(client, f"test-queue-{uuid.uuid4().hex[:8]}")
+    yield queue
+    client.delete(queue.name, queue.dead_letters, "replies")

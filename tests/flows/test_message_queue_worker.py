@@ -4,12 +4,9 @@ deliveries. Consumers as processes, dying mid-item, are tests/flows/test_message
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator
 
 import pytest
-import redis
 
 from sandbox.server import Sandbox
 from toolkit.stream_queue import StreamQueue
@@ -18,11 +15,8 @@ pytestmark = pytest.mark.usefixtures("sandbox_blocks")
 
 
 @pytest.fixture
-def queue() -> Iterator[StreamQueue]:
-    client = redis.Redis.from_url(os.environ["RESILIENT_FLOWS_REDIS_URL"], decode_responses=True)
-    queue = StreamQueue(client, f"test-items-{uuid.uuid4().hex[:8]}")
-    yield queue
-    client.delete(queue.name, queue.dead_letters, "replies")
+def queue(stream_queue: StreamQueue) -> StreamQueue:
+    return stream_queue
 
 
 def deliver(queue: StreamQueue, malformed: bool = False, max_deliveries: int = 3):

@@ -4,23 +4,16 @@ renewal by a live one, replies with acknowledgement, dead letters."""
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
-import redis
 
 from toolkit.stream_queue import StreamQueue, verdict
 
 
 @pytest.fixture
-def queue() -> Iterator[StreamQueue]:
-    client = redis.Redis.from_url(os.environ["RESILIENT_FLOWS_REDIS_URL"], decode_responses=True)
-    queue = StreamQueue(client, f"test-queue-{uuid.uuid4().hex[:8]}")
-    yield queue
-    client.delete(queue.name, queue.dead_letters, "replies")
+def queue(stream_queue: StreamQueue) -> StreamQueue:
+    return stream_queue
 
 
 def test_verdict_sets_an_item_aside_only_past_its_most_deliveries() -> None:
