@@ -53,6 +53,7 @@ from deployments.stack import (
     free_port,
     prefect_cli,
     start_server,
+    stop_group,
     wait_healthy,
 )
 
@@ -73,13 +74,7 @@ class Process:
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30) -> None:
         """Signal the whole group (a worker's flow runs too); SIGKILL what outlives `timeout`."""
-        if self.alive():
-            os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process, sig, timeout)
 
 
 @dataclass

@@ -67,13 +67,21 @@ class ServerProcess:
         return self.api_url.removesuffix("/api")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process, signal.SIGTERM, timeout=20)
+
+
+def stop_group(
+    process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM, timeout: float = 30
+) -> None:
+    """Signal the process group of `process` (started with a session of its own), and SIGKILL
+    the group if the process outlives `timeout`; nothing if it has already ended."""
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def wait_healthy(api_url: str, process: subprocess.Popen[bytes] | None, timeout: float) -> None:
