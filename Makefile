@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: venv browser services demo test test-scale lint format lock clean bench bench-scale up up-scale scale-extra
+.PHONY: venv browser services docker-packages demo test test-scale test-docker lint format lock clean bench bench-scale up up-scale scale-extra
 
 venv: $(STAMP)
 
@@ -37,6 +37,16 @@ scale-extra: venv
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq haproxy; }
 
+# Debian's Docker engine, registry and debootstrap for tests/docker, when there is no engine
+# to use (DOCKER_HOST, /var/run/docker.sock) and they are missing (tests/helpers/docker.py).
+docker-packages:
+	@{ [ -n "$$DOCKER_HOST" ] || [ -S /var/run/docker.sock ] || \
+		{ command -v dockerd && command -v docker-registry && command -v debootstrap; }; } \
+		>/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq docker.io docker-registry debootstrap; }
+
 # Debian's chromium for the browser test (tests/e2e/test_browser.py), driven by Playwright
 # from .venv; installed only when missing, never downloaded by Playwright.
 browser:
@@ -59,12 +69,18 @@ services:
 test: venv browser services
 	$(BIN)/ruff check .
 	$(BIN)/python -m deployments check
-	$(BIN)/python -m pytest --ignore=tests/scale $(ARGS)
+	$(BIN)/python -m pytest --ignore=tests/scale --ignore=tests/docker $(ARGS)
 
 # The flows on the scale profile's stack (tests/scale): 60 runs over 3 workers, lost workers
 # and replicas; against the machine's PostgreSQL and Redis (or the suite's own, as make test).
 test-scale: scale-extra services
 	$(BIN)/python -m pytest tests/scale $(ARGS)
+
+# The Docker variants for real (tests/docker): the image built, pushed to a registry, every
+# variant run in a container by a Docker worker; an engine, a registry and a base image are
+# started or made when the machine has none (tests/helpers/docker.py).
+test-docker: venv services docker-packages
+	$(BIN)/python -m pytest tests/docker $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -22,6 +22,7 @@ How to run:
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +34,13 @@ from deployments.check import KNOWN_WORK_POOLS, check_file
 from deployments.crash_detection import install_crash_automations
 from deployments.stack import PROJECT_ROOT, prefect_cli, register_blocks
 
-DOCKER_VARIABLES = {"docker_registry": "localhost:5000", "docker_image": "resilient-flows"}
-"""Prefect variables naming the Docker variants' image, with the defaults `--docker` creates."""
+DOCKER_VARIABLES = {
+    "docker_registry": "localhost:5000",
+    "docker_image": "resilient-flows",
+    "docker_base_image": "prefecthq/prefect:3.9.1-python3.11",
+}
+"""Prefect variables naming the Docker variants' image and the image it is built on, with the
+defaults `--docker` creates."""
 
 
 def select(path: Path, names: list[str], docker: bool) -> list[dict[str, Any]]:
@@ -54,15 +60,22 @@ def pool_of(deployment: dict[str, Any]) -> str:
 
 
 def ensure_work_pools(pools: set[str], log: TextIO | None = None) -> None:
-    """Create the missing work pools among `pools`."""
+    """Create the missing work pools among `pools`; a Docker pool with the job variables
+    that let its containers reach this machine's services (deployments/docker_pool.py)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
 
+    from deployments.docker_pool import docker_pool_template
+
     with get_client(sync_client=True) as client:
         for name in sorted(pools):
+            kind = KNOWN_WORK_POOLS[name]
+            template = docker_pool_template(os.environ) if kind == "docker" else {}
             try:
-                client.create_work_pool(WorkPoolCreate(name=name, type=KNOWN_WORK_POOLS[name]))
+                client.create_work_pool(
+                    WorkPoolCreate(name=name, type=kind, base_job_template=template)
+                )
                 print(f"created work pool {name}", file=log)  # None: the terminal
             except ObjectAlreadyExists:
                 pass

@@ -43,6 +43,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -287,11 +288,16 @@ class LedgerIndex:
 
 
 def current_index() -> LedgerIndex:
-    """The index of this process's settings: `RESILIENT_FLOWS_LEDGER_INDEX_URL`, by default
-    a SQLite file beside Prefect's own database in `PREFECT_HOME`."""
+    """The index of this process's settings (`ledger_index_url`)."""
+    return LedgerIndex(ledger_index_url())
+
+
+def ledger_index_url() -> str:
+    """`RESILIENT_FLOWS_LEDGER_INDEX_URL`, by default a SQLite file beside Prefect's own
+    database in `PREFECT_HOME`."""
     from prefect.settings import PREFECT_HOME
 
     from toolkit.config import settings
 
-    url = settings().ledger_index_url or f"sqlite:///{PREFECT_HOME.value()}/ledger-index.sqlite"
-    return LedgerIndex(url)
+    home = Path(PREFECT_HOME.value()).expanduser().resolve()
+    return settings().ledger_index_url or f"sqlite:///{home}/ledger-index.sqlite"

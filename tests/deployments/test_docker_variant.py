@@ -1,8 +1,8 @@
 """The Docker variants in prefect.yaml: one twin per process deployment, built from the repo's
 Dockerfile into an image named by Prefect variables, run from where the image holds the code.
 
-No Docker engine runs on the machines this project is tested on, so the image itself is not
-built here; these tests hold the pieces `prefect deploy` and the docker worker rely on."""
+These hold the pieces `prefect deploy` and the docker worker rely on, without an engine;
+tests/docker (`make test-docker`) builds, pushes and runs the image for real."""
 
 from __future__ import annotations
 
@@ -40,8 +40,11 @@ def test_the_image_is_named_by_variables_and_pushed_as_built() -> None:
         (build,) = deployment["build"]
         (push,) = deployment["push"]
         image_name = build[BUILD]["image_name"]
-        for variable in DOCKER_VARIABLES:
+        for variable in ("docker_registry", "docker_image"):
             assert "{{ prefect.variables." + variable + " }}" in image_name
+        base = build[BUILD]["buildargs"]["BASE_IMAGE"]
+        assert base == "{{ prefect.variables.docker_base_image }}"
+        assert build[BUILD]["pull"] is False  # a local base is not looked up in a registry
         assert build[BUILD]["dockerfile"] == "Dockerfile"
         assert push[PUSH]["image_name"] == "{{ build-image.image_name }}"
         assert deployment["work_pool"]["job_variables"]["image"] == "{{ build-image.image }}"
@@ -59,7 +62,11 @@ def test_the_image_holds_every_package_where_the_pull_step_looks() -> None:
         assert pull["prefect.deployments.steps.set_working_directory"]["directory"] == workdir
     for package in packages:
         assert f"COPY {package.rstrip('*')} " in DOCKERFILE, package
-    assert "FROM prefecthq/prefect:3.9.1-" in DOCKERFILE  # the version pyproject pins
+    # By default on Prefect's image of the version pyproject pins, as docker_base_image is.
+    assert "ARG BASE_IMAGE=prefecthq/prefect:3.9.1-" in DOCKERFILE
+    assert DOCKER_VARIABLES["docker_base_image"].startswith("prefecthq/prefect:3.9.1-")
+    assert "FROM ${BASE_IMAGE}" in DOCKERFILE
+    assert "-c requirements.lock ." in DOCKERFILE  # the project, with the lock's pins
 
 
 def test_deploy_selects_the_process_deployments_or_the_docker_variants() -> None:

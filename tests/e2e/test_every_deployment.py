@@ -20,7 +20,7 @@ from deployments.stack import save_callback_block, save_sandbox_blocks
 from sandbox.receiver import Receiver
 from sandbox.server import Sandbox
 from tests.helpers import ROOT
-from tests.helpers.stack import deploy
+from tests.helpers.stack import deploy, wait_final_approving
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 PROCESS_DEPLOYMENTS = [d["name"] for d in select(ROOT / "prefect.yaml", [], docker=False)]
@@ -87,20 +87,7 @@ def runs(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def wait_final(run_id: UUID, timeout: float = 240):
-    """The run once final; a run paused for approval is approved on the way."""
-    from prefect.client.orchestration import get_client
-    from prefect.flow_runs import resume_flow_run
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            run = client.read_flow_run(run_id)
-            if run.state.is_paused():
-                resume_flow_run(run_id, run_input=APPROVAL)
-            elif run.state.is_final():
-                return run
-            time.sleep(1)
-    raise AssertionError(f"run {run_id} still {run.state.name} after {timeout} s")
+    return wait_final_approving(run_id, APPROVAL, timeout)
 
 
 def test_every_flow_has_a_process_deployment() -> None:

@@ -22,8 +22,10 @@ from tests.helpers.ledger import assert_ledger_exact
 pytestmark = pytest.mark.usefixtures("sandbox_blocks")
 
 BATCHES = 10  # 1000 sandbox records at batch_size=100, every page with valid records
-SLOW = timedelta(seconds=0.6)  # a POST the sandbox held back 1 s took at least this long
-WAKE_UP = timedelta(seconds=0.25)  # from a task run's end to its future's waiter waking
+# A POST the sandbox holds back 3 s takes at least SLOW; a prompt one, with ten task runs
+# starting at once on a loaded 2-core machine, was seen taking up to 1.7 s.
+SLOW = timedelta(seconds=2.5)
+WAKE_UP = timedelta(seconds=0.5)  # from a task run's end to its future's waiter waking
 
 
 def run(**parameters: Any):
@@ -123,8 +125,8 @@ def test_one_failed_batch_does_not_lose_the_others(sandbox: Sandbox) -> None:
 
 
 def test_results_are_consumed_as_they_complete(sandbox: Sandbox) -> None:
-    # Every batch in flight at once; about half the POSTs answer a second late.
-    sandbox.set_faults("ledger", slow_rate=0.5, slow_seconds=1.0)
+    # Every batch in flight at once; about half the POSTs answer 3 s late.
+    sandbox.set_faults("ledger", slow_rate=0.5, slow_seconds=3.0)
 
     state = run(max_in_flight=16)
 

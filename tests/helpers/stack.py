@@ -12,6 +12,8 @@ import urllib.error
 import urllib.request
 from collections import deque
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 from tests.helpers import ROOT
 
@@ -87,3 +89,21 @@ def deploy(env: dict[str, str], *names: str) -> str:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
+
+
+def wait_final_approving(run_id: UUID, approval: dict[str, Any], timeout: float) -> Any:
+    """The flow run once final; a run paused for approval is resumed with `approval` on the
+    way (as a person would answer its form)."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_runs import resume_flow_run
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(run_id)
+            if run.state.is_paused():
+                resume_flow_run(run_id, run_input=approval)
+            elif run.state.is_final():
+                return run
+            time.sleep(1)
+    raise AssertionError(f"run {run_id} still {run.state.name} after {timeout} s")
