@@ -70,12 +70,11 @@ def ensure_work_pools(pools: set[str], log: TextIO | None = None) -> None:
 
     with get_client(sync_client=True) as client:
         for name in sorted(pools):
-            kind = KNOWN_WORK_POOLS[name]
-            template = docker_pool_template(os.environ) if kind == "docker" else {}
+            pool = WorkPoolCreate(name=name, type=KNOWN_WORK_POOLS[name])
+            if pool.type == "docker":  # left unset otherwise: the server fills in the type's own
+                pool.base_job_template = docker_pool_template(os.environ)
             try:
-                client.create_work_pool(
-                    WorkPoolCreate(name=name, type=kind, base_job_template=template)
-                )
+                client.create_work_pool(pool)
                 print(f"created work pool {name}", file=log)  # None: the terminal
             except ObjectAlreadyExists:
                 pass

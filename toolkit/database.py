@@ -9,7 +9,8 @@ Scenario
 Solution
     SQLAlchemy Core (installed with Prefect, which keeps its own server state the same way):
     a SQLite file by default, PostgreSQL by URL. `engine_for` sets each up once per process
-    (SQLite in WAL mode; PostgreSQL with pre-ping) and creates the tables; `connected` and
+    (SQLite in WAL mode; PostgreSQL with pre-ping) and creates the tables (on PostgreSQL one
+    process at a time, under an advisory lock); `connected` and
     `transaction` turn an outage or a busy database into `DatabaseUnavailable`, a transient
     error, so Prefect's retries apply; `insert_ignore` and `bulk_insert_ignore` are the one
     dialect difference the index needs.
@@ -33,6 +34,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from toolkit.retry import TransientError
 
+SCHEMA_LOCK = 0x7265_7366_6C6F_7773  # "resflows": the advisory lock key of table creation
+
 
 class DatabaseUnavailable(TransientError):
     """The database could not be reached, or stayed busy: retrying may succeed."""
@@ -50,8 +53,13 @@ def engine_for(url: str, metadata: sa.MetaData) -> sa.Engine:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(parsed, connect_args={"timeout": 30})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-    with unavailable_is_transient():
-        metadata.create_all(engine)
+    with unavailable_is_transient(), engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Two first runs on a new database would CREATE the same table at once, which
+            # PostgreSQL refuses (UniqueViolation on pg_type): one creator at a time, the lock
+            # held until this transaction ends; the next one then finds the tables there.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+        metadata.create_all(conn)
     return engine
 
 

@@ -5,12 +5,14 @@ The "machine" is one of the stack's three workers and every flow-run process it 
 SIGKILLed while their syncs load. Nothing of theirs reports the end: the heartbeat automation
 marks the runs Crashed, the re-run automation schedules them again
 (deployments/crash_detection.py), and the workers left take them. A re-run must go on with
-its sync: it opens no new snapshot and posts only the batches that were not yet applied.
+its sync: it opens no new snapshot and posts only the batches that were not yet applied. The
+detection finds each within 150 s of the kill (heartbeats every 30 s, 90 s of silence).
 The killed worker is started again afterwards (a replacement machine) for the tests after.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -29,6 +31,7 @@ from tests.scale.helpers import (
     wait_final,
 )
 
+KILL_TO_CRASHED = timedelta(seconds=150)
 SYNCS = 6
 RECORDS = 3000
 BATCHES = RECORDS // 100  # pages of 100, one ledger batch each
@@ -53,6 +56,15 @@ def state_history(run_id: UUID) -> list[tuple[str, str | None]]:
 
     with get_client(sync_client=True) as client:
         return [(s.name, s.message) for s in client.read_flow_run_states(run_id)]
+
+
+def crashed_at(run_id: UUID) -> datetime:
+    """When the detection marked the run Crashed (its first Crashed state)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(run_id)
+    return min(s.timestamp for s in states if s.name == "Crashed" and s.message == CRASH_MESSAGE)
 
 
 @pytest.mark.timeout(900)
@@ -81,6 +93,7 @@ def test_runs_of_a_killed_worker_are_run_again_and_end_exact(scale_stack: ScaleS
         worker = scale_stack.workers[victim]
         processes = [worker.process.pid, *descendants(worker.process.pid)]
         kill_machine(processes)
+        killed_at = datetime.now(UTC)
         worker.process.wait(timeout=10)
         poll_until(lambda: not any(alive(pid) for pid in processes), 10, 0.5, "the machine's end")
         applied_at_kill = {run: by_run[run].counters()["ledger"]["applied"] for run in lost}
@@ -97,6 +110,8 @@ def test_runs_of_a_killed_worker_are_run_again_and_end_exact(scale_stack: ScaleS
         for run in (r for r in runs if r.id in lost):
             history = state_history(run.id)
             assert ("Crashed", CRASH_MESSAGE) in history, history  # found by the automation
+            found_after = crashed_at(run.id) - killed_at  # heartbeat every 30 s, silence 90 s
+            assert found_after <= KILL_TO_CRASHED, found_after
             assert ("AwaitingRetry", RERUN_MESSAGE) in history, history  # and run again
             assert run.run_count >= 2
             # It went on with its sync: no new snapshot, only the batches not yet applied.
