@@ -36,7 +36,11 @@ def up_scale(home: Path, records: int, settings: Mapping[str, str]) -> int:
 
     os.environ.update(local_environment(home))
     os.environ.setdefault("PWD", str(Path.cwd()))
-    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops it as Ctrl-C does
+    # Ctrl-C and SIGTERM stop it alike; Ctrl-C set here too, as a shell that starts a program
+    # in the background without job control makes it ignore SIGINT (Python then never raises
+    # KeyboardInterrupt).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     stack = ScaleStack(home, settings)
     try:
         print(f"Starting the scale profile's stack (logs in {shown(home)}) ...", flush=True)

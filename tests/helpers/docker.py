@@ -79,7 +79,10 @@ def docker_engine() -> Iterator[str]:
         try:
             yield docker_host
         finally:
-            os.kill(int((RUN / "dockerd.pid").read_text()), signal.SIGTERM)
+            pid = int((RUN / "dockerd.pid").read_text())
+            os.kill(pid, signal.SIGTERM)
+            poll_until(lambda: not Path(f"/proc/{pid}").exists(), 60, what="dockerd's end")
+            unmount_namespaces()
         return
     (STATE / "docker").mkdir(parents=True, exist_ok=True)
     RUN.mkdir(parents=True, exist_ok=True)
@@ -111,6 +114,13 @@ def docker_engine() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             engine.kill()
             engine.wait()
+        unmount_namespaces()
+
+
+def unmount_namespaces() -> None:
+    """The network namespace files dockerd leaves mounted under its exec root on exit."""
+    for namespace in (RUN / "exec" / "netns").glob("*"):
+        subprocess.run(["umount", str(namespace)], check=False, capture_output=True)
 
 
 @contextlib.contextmanager
