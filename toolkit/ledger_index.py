@@ -43,10 +43,10 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
 import sqlalchemy as sa
 
+from toolkit.config import settings
 from toolkit.database import (
     bulk_insert_ignore,
     connected,
@@ -293,11 +293,8 @@ def current_index() -> LedgerIndex:
 
 
 def ledger_index_url() -> str:
-    """`RESILIENT_FLOWS_LEDGER_INDEX_URL`, by default a SQLite file beside Prefect's own
-    database in `PREFECT_HOME`."""
+    """`RESILIENT_FLOWS_LEDGER_INDEX_URL`, else a SQLite file in `PREFECT_HOME` (absolute)."""
     from prefect.settings import PREFECT_HOME
 
-    from toolkit.config import settings
-
-    home = Path(PREFECT_HOME.value()).expanduser().resolve()
+    home = PREFECT_HOME.value().expanduser().resolve()
     return settings().ledger_index_url or f"sqlite:///{home}/ledger-index.sqlite"
