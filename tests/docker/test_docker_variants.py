@@ -132,19 +132,12 @@ def start_consumer(engine: Any, image: str) -> Any:
 
 
 def start_run(name: str, **parameters: Any) -> UUID:
+    """A run of the deployment `name`, with `parameters` over its defaults."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as prefect:
-        deployment = prefect.read_deployment_by_name(f"{flow_of(name)}/{name}")
+        (deployment,) = [d for d in prefect.read_deployments() if d.name == name]
         return prefect.create_flow_run_from_deployment(deployment.id, parameters=parameters).id
-
-
-def flow_of(deployment: str) -> str:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as prefect:
-        (found,) = [d for d in prefect.read_deployments() if d.name == deployment]
-        return prefect.read_flow(found.flow_id).name
 
 
 def wait_final(run_id: UUID, timeout: float = 420):
