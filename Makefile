@@ -77,9 +77,10 @@ test-scale: scale-extra services
 	$(BIN)/python -m pytest tests/scale $(ARGS)
 
 # The Docker variants for real (tests/docker): the image built, pushed to a registry, every
-# variant run in a container by a Docker worker; an engine, a registry and a base image are
-# started or made when the machine has none (tests/helpers/docker.py).
-test-docker: venv services docker-packages
+# variant run in a container by a Docker worker, on the local profile and on the scale
+# profile's stack; an engine, a registry and a base image are started or made when the
+# machine has none (tests/helpers/docker.py).
+test-docker: scale-extra services docker-packages
 	$(BIN)/python -m pytest tests/docker $(ARGS)
 
 lint: venv

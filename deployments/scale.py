@@ -126,12 +126,13 @@ class ScaleStack:
     def start(self) -> ScaleStack:
         """Databases, replicas, services, object store, blocks; workers via `start_workers`.
 
-        Exports the profile's settings to this process, so whatever it calls next (deploy,
-        block saves, flow runs) uses them; PREFECT_API_URL is the first replica's. A Prefect
-        imported earlier read its settings then: this process's client is given the new ones
-        (a settings context, left in `stop`).
+        Exports the profile's settings to this process until `stop`, so whatever it calls
+        next (deploy, block saves, flow runs) uses them; PREFECT_API_URL is the balancer's. A
+        Prefect imported earlier read its settings then: this process's client is given the
+        new ones (a settings context, left in `stop`).
         """
         self.home.mkdir(parents=True, exist_ok=True)
+        self._context.callback(restore_environment, dict(os.environ))
         os.environ.update(self.settings)
         os.environ["PREFECT_HOME"] = str(self.home)
         check_redis(self.settings)
@@ -228,6 +229,11 @@ class ScaleStack:
         wait_answering(store.api_url, store.process, 60)
         save_results_block(store.api_url)
         return store
+
+
+def restore_environment(saved: Mapping[str, str]) -> None:
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @contextmanager

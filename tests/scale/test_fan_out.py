@@ -9,8 +9,7 @@ import pytest
 from deployments.scale import ScaleStack
 from deployments.stack import start_sandbox_fleet
 from tests.helpers.ledger import assert_ledger_exact
-from tests.scale.helpers import start_runs, states, wait_final
-from tests.scale.test_ledger_sync import stored_objects
+from tests.scale.helpers import start_runs, states, stored_objects, wait_final
 
 
 @pytest.mark.timeout(600)
@@ -32,9 +31,7 @@ def test_fan_out_runs_its_tasks_on_dask_with_receipts_in_the_object_store(
         assert runs[0].state.name == "Completed", states(runs)
         assert_ledger_exact(sandbox)
         assert sandbox.counters()["ledger"]["max_in_flight"] == 3
-        receipts = [
-            key for key in stored_objects(scale_stack) if key.startswith("results/fan-out/")
-        ]
+        receipts = [key for key in stored_objects() if key.startswith("results/fan-out/")]
         assert len(receipts) == 10, receipts  # one per batch of 100 records
         # prefect-dask logs the cluster it starts, in the flow run's log (the worker's file).
         log = "".join(worker.log.read_text() for worker in scale_stack.workers)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from deployments.object_store import BUCKET
 from deployments.scale import ScaleStack
 from deployments.stack import start_sandbox_fleet, sync_parameters
 from tests.helpers.ledger import assert_ledger_exact
@@ -17,20 +16,9 @@ from tests.scale.helpers import (
     most_at_once,
     start_runs,
     states,
+    stored_objects,
     wait_final,
 )
-
-
-def stored_objects(stack: ScaleStack) -> list[str]:
-    """The keys in the stack's object store."""
-    from prefect_aws import S3Bucket
-
-    from deployments.object_store import RESULTS_BLOCK
-
-    block = S3Bucket.load(RESULTS_BLOCK)
-    client = block.credentials.get_s3_client()
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
-    return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
 @pytest.mark.timeout(1500)  # the stack's start (about a minute) and 60 runs
@@ -53,7 +41,7 @@ def test_sixty_syncs_of_distinct_ledgers_over_three_workers(scale_stack: ScaleSt
         }
         assert len(answered) == 2 and all(answered.values()), answered
         # Checkpoints went to the shared object store, not to a worker's disk.
-        assert any(key.startswith("results/") for key in stored_objects(scale_stack))
+        assert any(key.startswith("results/") for key in stored_objects())
     finally:
         for sandbox in sandboxes:
             sandbox.stop()

@@ -23,7 +23,7 @@ from sandbox.server import Sandbox
 from sandbox.verify import check_ledger
 from tests.helpers import ROOT
 from tests.helpers.polling import poll_until
-from tests.scale.test_ledger_sync import stored_objects
+from tests.scale.helpers import stored_objects
 
 ITEMS = 20
 POISON = 3
@@ -87,7 +87,7 @@ def test_items_through_both_replicas_are_processed_once_with_a_consumer_killed(
         assert check.exact, str(check)
         assert set(ledger["applications_ever"].values()) == {1}  # nothing applied twice
         assert sandbox.counters()["ledger"]["replayed"] >= 1  # the dead consumer's, taken over
-        keys = set(stored_objects(scale_stack))
+        keys = set(stored_objects())
         assert {f"results/message-queue/{item.item_id}.json" for item in good} <= keys
     finally:
         for consumer in consumers:
