@@ -101,11 +101,10 @@ def kill_a_sync_and_see_it_resume_exact(
     engine: Any, prefix: str, job_variables: dict[str, Any] | None = None
 ) -> list[Any]:
     """A `ledger-sync-docker` run (with `job_variables`) into a sandbox of its own, its
-    container SIGKILLed mid-load;
-    asserts that the worker saw it crash, the re-run automation ran it again, and a new
-    container finished it exact from the checkpoints the killed one left: no page fetched
-    again, no new snapshot, only the batches not yet applied (and the one in flight). The
-    run's containers."""
+    container SIGKILLed mid-load; asserts that the worker saw it crash, the re-run automation
+    ran it again, and a new container finished it exact from the checkpoints the killed one
+    left: no page fetched again, no new snapshot, only the batches not yet applied (and the
+    one in flight). The run's containers."""
     from deployments.stack import start_sandbox_fleet, sync_parameters
 
     (sandbox,) = start_sandbox_fleet(1, records=1000, prefix=prefix)
