@@ -31,7 +31,9 @@ How to run
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 from prefect import flow
@@ -41,13 +43,14 @@ from pydantic import Field
 from flows.ledger.decide import Rules, decide
 from flows.ledger.load import load_sync
 from flows.ledger.parameters import BatchSize, EurAmount, RatesAgeHours
-from flows.ledger.plan import RunFigures, plan_sync
+from flows.ledger.plan import plan_sync
 from flows.ledger.rates import stored_rates_age
 from flows.ledger.report import COMPLETED_EVENT, SyncSummary, finish, report_of, summarize
+from flows.ledger.sync_state import RunFigures
 from flows.ledger.upstreams import open_upstreams
 from toolkit.approval import TimeoutPolicy
-from toolkit.cli import parse_parameters
-from toolkit.ledger_index import current_index
+from toolkit.cli import parse_parameters, started_here
+from toolkit.ledger_claims import current_index
 from toolkit.report import RunReport
 from toolkit.retry import end_run_unless_transient, flow_retry_options
 
@@ -144,16 +147,20 @@ def main(argv: list[str]) -> int:
     """`python -m flows.ledger_sync [--verbose] [name=value ...]`: run once, showing a progress
     bar and only the warnings and errors of the logs (every line with --verbose), then print
     the summary and the run's link."""
+    from toolkit.config import settings
     from toolkit.terminal import run_link, terminal_view
 
     parameters = parse_parameters(arg for arg in argv if arg != "--verbose")
-    with terminal_view(verbose="--verbose" in argv):
+    with started_here(), terminal_view(verbose="--verbose" in argv):
         state = ledger_sync(**parameters, return_state=True)
     print()
     if state.is_completed():
         summary: SyncSummary = state.result()
         for label, value in summary.figures().items():
             print(f"{label + ':':<42}{value}")
+        if timings := settings().timings_file:
+            times = {"pages": summary.pages, "seconds": summary.seconds_by_phase}
+            Path(timings).write_text(json.dumps(times))
     if state.name != "Completed":
         print(f"The run ended {state.name}: {state.message}", file=sys.stderr)
     run_url = run_link(state.state_details.flow_run_id) or "(no UI)"  # ephemeral server

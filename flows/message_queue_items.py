@@ -173,6 +173,6 @@ def build_items(
             )
         if i in bad:
             first = entries[0]
-            entries[0] = first.model_copy(update={"amount_eur": first.amount_eur.replace(".", ",")})
+            entries[0] = first._replace(amount_eur=first.amount_eur.replace(".", ","))
         items.append(WorkItem(item_id=f"{label}-{i:04d}", batch=Batch.of(entries)))
     return items

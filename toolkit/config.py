@@ -46,6 +46,18 @@ class Settings(BaseSettings):
         "(toolkit/ledger_index.py): unset, a SQLite file in PREFECT_HOME; for workers on "
         "several machines a shared PostgreSQL, e.g. 'postgresql+psycopg://user@host/db'.",
     )
+    ledger_posts_in_flight: int = Field(
+        default=4,
+        ge=1,
+        description="Batch POSTs a ledger sync keeps in flight (flows/ledger/load.py); a kill "
+        "replays at most this many batches, which the ledger answers as replays; 1 posts "
+        "one batch at a time.",
+    )
+    timings_file: str | None = Field(
+        default=None,
+        description="A file that `python -m flows.ledger_sync` writes its run's wall time by "
+        "phase to, as JSON, for benchmarks/whole_process.py; unset: none is written.",
+    )
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
     upstream_retries: int = Field(

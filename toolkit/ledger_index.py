@@ -10,7 +10,7 @@ Scenario
 Solution
     The sync keeps its own record of what each ledger holds: a row per record id naming the
     batch that holds it, a row per batch with its state and, until the ledger has it, its
-    body. A batch is claimed (`plan`: `planned`) before anything is sent, becomes `approved`
+    body. A batch is claimed (`claim`: `planned`) before anything is sent, becomes `approved`
     once the run may load (from then on it may be in the ledger), and `applied` once the
     ledger answered (`mark_applied`). So the index is also an outbox: an approved batch not
     yet applied is posted again, under the same Idempotency-Key, by whoever loads next, and
@@ -22,8 +22,9 @@ Solution
     per page and millions of objects, an entry per batch must all be read to answer "is this
     id held?", which grows with the ledger. Redis would keep a million ids in the memory of a
     server a laptop does not run. A table keyed on the record id answers "which of these 500
-    ids are held, and by whom?" in one indexed query and claims them in one commit (about
-    3 ms a page on SQLite), keeps nothing in the sync's memory, and stays on disk: SQLite
+    ids are held, and by whom?" in one indexed query and claims them in the same transaction
+    (`claim`: a few statements a page, SQLite's settings in toolkit/database.py), keeps
+    nothing in the sync's memory, and stays on disk: SQLite
     locally (nothing to start), PostgreSQL for workers on several machines, by URL
     (`RESILIENT_FLOWS_LEDGER_INDEX_URL`).
 
@@ -34,15 +35,13 @@ How to run
     index = LedgerIndex("sqlite:////tmp/ledger-index.sqlite")
     with index.lock(ledger_url):
         held = index.holders(ledger_url, ["r-000001", "r-000002"])
+        index.claim(ledger_url, records_url, (walk_id, 0), ids, lambda held: PlannedBatch(...))
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Callable, Iterator, Sequence
 
 import sqlalchemy as sa
 
@@ -51,38 +50,21 @@ from toolkit.database import (
     bulk_insert_ignore,
     connected,
     engine_for,
-    insert_ignore,
+    member_of,
+    param_mark,
     transaction,
     unavailable_is_transient,
 )
 from toolkit.database_lock import database_lock
+from toolkit.ledger_claims import BatchState, ClaimedBatch, Holder, PlannedBatch, ledger_key
 
-IN_CHUNK = 500  # ids per IN (...) query: far below SQLite's and PostgreSQL's parameter limits
-
-
-class BatchState(StrEnum):
-    PLANNED = "planned"  # claimed by a walk, never sent: safe to give back
-    APPROVED = "approved"  # may be in the ledger: post again (a replay) until applied
-    APPLIED = "applied"  # the ledger answered 201 or 200
-
-
-@dataclass(frozen=True)
-class Holder:
-    """The batch that holds a record id, and where in which walk it was planned."""
-
-    batch_id: str
-    walk: str
-    position: int
-    state: BatchState
-
-
-@dataclass(frozen=True)
-class ClaimedBatch:
-    """A batch of a walk: its id, and the position in the walk of the page it comes from."""
-
-    batch_id: str
-    walk: str
-    position: int
+IN_CHUNK = 500  # ids per holders query: a page's, in one parameter
+BATCH_COLUMNS = ("ledger", "batch_id", "sync", "walk", "position", "body", "state")
+HOLDERS_SQL = (
+    "SELECT h.record_id, b.batch_id, b.walk, b.position, b.state FROM ledger_held h "
+    "JOIN ledger_batches b ON b.ledger = h.ledger AND b.batch_id = h.batch_id "
+    "WHERE h.ledger = {mark} AND h.record_id {member}"
+)
 
 
 _metadata = sa.MetaData()
@@ -112,11 +94,6 @@ _held = sa.Table(
 _HOLDING_BATCH = (_batches.c.ledger == _held.c.ledger) & (_batches.c.batch_id == _held.c.batch_id)
 
 
-def ledger_key(ledger: str) -> str:
-    """A short, stable key for a ledger (its base URL) in the index and its lock."""
-    return hashlib.sha256(ledger.encode()).hexdigest()[:32]
-
-
 class LedgerIndex:
     """The index in the database at `url` (`sqlite:///path` or `postgresql+psycopg://...`);
     cheap to make: the engine behind it is one per URL per process (toolkit/database.py)."""
@@ -128,22 +105,8 @@ class LedgerIndex:
 
     def holders(self, ledger: str, record_ids: Sequence[str]) -> dict[str, Holder]:
         """The holder of each id of `record_ids` that the ledger holds or has claimed."""
-        found: dict[str, Holder] = {}
-        query = (
-            sa.select(_held.c.record_id, _batches.c.batch_id, _batches.c.walk)
-            .add_columns(_batches.c.position, _batches.c.state)
-            .join(_batches, _HOLDING_BATCH)
-        )
-        key = ledger_key(ledger)
         with connected(self.engine) as conn:
-            for start in range(0, len(record_ids), IN_CHUNK):
-                chunk = list(record_ids[start : start + IN_CHUNK])
-                rows = conn.execute(
-                    query.where(_held.c.ledger == key, _held.c.record_id.in_(chunk))
-                )
-                for record_id, batch_id, walk, position, state in rows:
-                    found[record_id] = Holder(batch_id, walk, position, BatchState(state))
-        return found
+            return _holders(conn, ledger_key(ledger), record_ids)
 
     def body(self, ledger: str, batch_id: str) -> str:
         """What to post for a batch the ledger has not confirmed (the outbox's message)."""
@@ -184,44 +147,43 @@ class LedgerIndex:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def plan(
+    def claim(
         self,
         ledger: str,
         sync: str,
-        claim: ClaimedBatch,
+        at: tuple[str, int],
         record_ids: Sequence[str],
-        body: str,
-    ) -> None:
-        """Claim `record_ids` for a batch planned at `claim.position` of `claim.walk`, and keep
-        `body`, what to post, until the ledger has it.
+        plan: Callable[[dict[str, Holder]], PlannedBatch | None],
+    ) -> PlannedBatch | None:
+        """In one transaction: the holders of `record_ids`, the batch that `plan` makes of them
+        (None: nothing to claim), and its claim, planned at `at` (walk, position) with its
+        body, what to post, kept until the ledger has it.
 
-        Idempotent: planning the same batch again changes nothing; a different batch planned
-        earlier at the same position of the same walk (and never sent) is replaced.
+        Idempotent: claiming the same batch again changes nothing; a different batch planned
+        earlier at the same place of the same walk (and never sent) is replaced. A few
+        statements whatever the page's size: the holders in one query, the claims in one
+        `executemany` (psycopg sends it as a pipeline).
         """
-        key = ledger_key(ledger)
+        key, (walk, position) = ledger_key(ledger), at
         with transaction(self.engine) as conn:
-            stale = conn.scalars(
-                sa.select(_batches.c.batch_id).where(
-                    _batches.c.ledger == key,
-                    _batches.c.walk == claim.walk,
-                    _batches.c.position == claim.position,
-                    _batches.c.batch_id != claim.batch_id,
-                    _batches.c.state == BatchState.PLANNED,
-                )
-            ).all()
-            self._delete_batches(conn, key, stale)
-            row = {
-                "ledger": key,
-                "batch_id": claim.batch_id,
-                "sync": ledger_key(sync),
-                "walk": claim.walk,
-                "position": claim.position,
-                "body": body,
-                "state": BatchState.PLANNED,
-            }
-            conn.execute(insert_ignore(self.engine, _batches), [row])
-            held = [(key, record_id, claim.batch_id) for record_id in record_ids]
+            planned = plan(_holders(conn, key, record_ids))
+            stale = sa.select(_batches.c.batch_id).where(
+                _batches.c.ledger == key,
+                _batches.c.walk == walk,
+                _batches.c.position == position,
+                _batches.c.state == BatchState.PLANNED,
+                _batches.c.batch_id != (planned.batch_id if planned else ""),
+            )
+            for table in (_held, _batches):  # given back: planned here before, never sent
+                ours = (table.c.ledger == key) & table.c.batch_id.in_(stale)
+                conn.execute(sa.delete(table).where(ours))
+            if planned is None:
+                return None
+            row = (key, planned.batch_id, ledger_key(sync), walk, position, planned.body, "planned")
+            bulk_insert_ignore(conn, _batches, BATCH_COLUMNS, [row])
+            held = [(key, record_id, planned.batch_id) for record_id in planned.record_ids]
             bulk_insert_ignore(conn, _held, ("ledger", "record_id", "batch_id"), held)
+        return planned
 
     def approve(self, ledger: str, walk: str) -> int:
         """Let a walk's planned batches be loaded: from now on they may be in the ledger."""
@@ -287,9 +249,18 @@ class LedgerIndex:
             )
 
 
-def current_index() -> LedgerIndex:
-    """The index of this process's settings (`ledger_index_url`)."""
-    return LedgerIndex(ledger_index_url())
+def _holders(conn: sa.Connection, key: str, record_ids: Sequence[str]) -> dict[str, Holder]:
+    """One query per `IN_CHUNK` ids, written for the driver: SQLAlchemy's compilation of an
+    `IN` of 500 parameters costs more than the database's work."""
+    found: dict[str, Holder] = {}
+    for start in range(0, len(record_ids), IN_CHUNK):
+        chunk = list(record_ids[start : start + IN_CHUNK])
+        member, values = member_of(conn, chunk)
+        sql = HOLDERS_SQL.format(mark=param_mark(conn), member=member)
+        rows = conn.exec_driver_sql(sql, (key, values))
+        for record_id, batch_id, walk, position, state in rows:
+            found[record_id] = Holder(batch_id, walk, position, BatchState(state))
+    return found
 
 
 def ledger_index_url() -> str:

@@ -4,21 +4,23 @@ Scenario: a run checkpoints each unit of work so that a retry, a `prefect flow-r
 new run with the same parameters skips what is done. Months later the checkpoint's shape
 changes; checkpoints written by the old code must still be read, never crash the new one.
 
-Solution: a checkpoint is a pydantic model (`Versioned`) stored as plain JSON (not pickle, so
-no class path is baked into the file) in the result store of the current run, under a
-business key that carries the schema version (`walk-page/v3/<hash>`). Reading looks for the
+Solution: a checkpoint is a pydantic model (`Versioned`) stored as its own JSON (not pickle,
+so no class path is baked into the file) in the result storage of the current run, under a
+business key that carries the schema version (`walk-page/v4/<hash>`). Reading looks for the
 current version first, then for older ones, and migrates them step by step (`MIGRATIONS[n]`
 turns version n into n + 1; a model without one for n reads the old shape as it is); an old
 record that cannot be read is logged and recomputed.
+
+A checkpoint is written with the storage block's own `write_path`: one `model_dump_json`, no
+result-record envelope around it, because a sync writes one per page and Prefect's envelope
+(metadata, a second JSON encoding of the value) cost more than the page's other work.
+Versions up to `LAST_ENVELOPED` were written through Prefect's `ResultStore`, and are read
+through it.
 
 Where it is stored is Prefect configuration (`PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK` for a
 remote block, else `PREFECT_RESULTS_LOCAL_STORAGE_PATH`, by default under `PREFECT_HOME`),
 never code. Records are not kept in memory once written: a sync of a million records writes
 thousands of them.
-
-Versions: 2 kept a summary of each loaded page; 3 (the ledger index, toolkit/ledger_index.py,
-now records what each ledger holds) keeps each fetched, converted page of a walk and one
-state per sync. Version 2 rates are still read; version 2 page summaries are no longer used.
 
 Adding a version: bump `STATE_SCHEMA_VERSION`, change the model, and add to each changed
 model a migration from the previous version; keep a stored example of the old shape in the
@@ -27,18 +29,22 @@ tests (see tests/toolkit/test_state.py).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
-from prefect.results import ResultStore, get_result_store
+from prefect.filesystems import WritableFileSystem
+from prefect.results import ResultStore, get_default_result_storage, get_result_store
 from prefect.serializers import JSONSerializer
 from pydantic import BaseModel, ValidationError
 
 from toolkit.idempotency import business_key
 
-STATE_SCHEMA_VERSION = 3
+STATE_SCHEMA_VERSION = 4
 """Version of every persisted state shape; part of each checkpoint's key."""
+LAST_ENVELOPED = 3
+"""The last version written inside Prefect's result-record envelope (`ResultStore.write`)."""
 
 logger = logging.getLogger("resilient_flows.state")
 
@@ -76,6 +82,12 @@ def state_store() -> ResultStore:
     return get_result_store().model_copy(update=update)
 
 
+def state_storage(store: ResultStore | None = None) -> WritableFileSystem:
+    """The storage block the current run's results go to (Prefect's default if unset)."""
+    store = store or get_result_store()
+    return store.result_storage or get_default_result_storage(_sync=True)
+
+
 def state_key(model: type[Versioned], parts: tuple[Any, ...], version: int) -> str:
     return business_key(model.KIND, *parts, version=version)
 
@@ -86,15 +98,27 @@ def read_state(store: ResultStore, model: type[V], parts: tuple[Any, ...]) -> tu
         key = state_key(model, parts, version)
         try:
             # One read, not exists() then read(): without metadata storage exists() reads too.
-            data = store.read(key).result
+            content = _read(store, key, version)
         except Exception:  # missing (what Prefect's own exists() concludes from any error)
             continue
         try:
+            if version == STATE_SCHEMA_VERSION:
+                return model.model_validate_json(content), version
+            data = content if version <= LAST_ENVELOPED else json.loads(content)
             return model.from_stored(data, version), version  # type: ignore[return-value]
         except (ValidationError, KeyError, TypeError, ValueError) as exc:
             logger.warning("Checkpoint %s (v%s) is unreadable, recomputing: %s", key, version, exc)
             return None
     return None
+
+
+def _read(store: ResultStore, key: str, version: int) -> Any:
+    """The stored value: the JSON bytes of a current record, the value inside an envelope."""
+    if version <= LAST_ENVELOPED:
+        return store.read(key).result
+    # `_sync=True`: the block's blocking method, also when called from an event loop thread
+    # (Prefect's result store calls its storage the same way).
+    return state_storage(store).read_path(key, _sync=True)
 
 
 def lookup(model: type[V], *parts: Any) -> V | None:
@@ -112,4 +136,5 @@ def lookup(model: type[V], *parts: Any) -> V | None:
 def remember(value: Versioned, *parts: Any) -> None:
     """Store state that no side effect depends on (no transaction), replacing any older."""
     key = state_key(type(value), parts, STATE_SCHEMA_VERSION)
-    state_store().write(key=key, obj=value.model_dump(mode="json"))
+    content = value.model_dump_json().encode()
+    state_storage().write_path(key, content=content, _sync=True)

@@ -19,16 +19,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from prefect.states import Cancelled, State
 
-from flows.ledger.plan import RunFigures, state_key
-from flows.ledger.sync_state import SyncState
+from flows.ledger.plan import state_key
+from flows.ledger.sync_state import RunFigures, SyncState
 from flows.ledger.upstreams import Upstreams
 from toolkit import degradation
 from toolkit.approval import TimeoutPolicy, request_approval
-from toolkit.ledger_index import LedgerIndex
 from toolkit.state import remember
+
+if TYPE_CHECKING:  # imported when a sync opens it (toolkit/ledger_claims.py)
+    from toolkit.ledger_index import LedgerIndex
 
 
 @dataclass(frozen=True)

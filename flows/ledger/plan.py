@@ -11,22 +11,20 @@ Solution
     `plan_sync` continues the sync's unfinished walk if there is one (its cursors stay valid:
     same snapshot, same page size, same rates), else fetches the first page: a snapshot that
     a done sync already covered means there is nothing to do; another one starts a new walk.
-    Each page is fetched, converted and checkpointed (`Page`) as soon as it arrives, then its
-    records are checked against the ledger index (toolkit/ledger_index.py): an id the ledger
-    already holds is not loaded again, an id served earlier in this snapshot is a repeat, and
-    the rest is claimed as the page's batch, planned, not sent. Only running totals stay in
-    memory; the `SyncState` above the pages is saved every second and at the end. A page whose
-    checkpoint says it sits elsewhere in the walk means the service repeated a cursor: the
-    walk ends there, marked. `404` ends it too (the page is lost); `410 Gone` means the
-    snapshot expired: its walk is given up and a new snapshot begins, the index keeping the
-    ledger exact.
+    Each page is converted and checkpointed (`Page`) as soon as it arrives, then its records
+    are checked against the ledger index (toolkit/ledger_index.py): an id the ledger already
+    holds is not loaded again, an id served earlier in this snapshot is a repeat, and the rest
+    is claimed as the page's batch, planned, not sent. The next page is fetched meanwhile
+    (`pages_ahead`, one page ahead: toolkit/overlap.py), so a kill costs at most the page in
+    flight and the one not yet checkpointed. Only running totals stay in memory; the
+    `SyncState` above the pages is saved every second and at the end. A cursor served at two
+    places of the walk is a loop: the walk ends there, marked. `404` ends it too (the page is
+    lost); `410 Gone` means the snapshot expired: its walk is given up and a new snapshot
+    begins, the index keeping the ledger exact.
 
-    A page is not a task run: Prefect's server spent about 30 ms of CPU recording each task
-    run, more than the flow spends on a page of 500 records (README, "Benchmark": 13 s of
-    server CPU for a sync of 100,000 records with two task runs per page, 0.5 s without).
-    What a task run would give is here already: each page's checkpoint (`Page`), its retries
-    (`toolkit.retry.call_upstream`: the same policy as the upstream tasks'), and its progress
-    (the run's progress artifact and logs).
+    A page is not a task run, which would cost the Prefect server more CPU than the page
+    costs the flow: its checkpoint is `Page`, its retries `toolkit.retry.call_upstream`'s
+    (the upstream tasks' policy), its progress the run's progress artifact and logs.
 
 How to run
     Called by flows/ledger_sync.py; see tests/flows/ledger/test_plan.py.
@@ -35,41 +33,32 @@ How to run
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import httpx
 from prefect import get_run_logger
 
 from flows.ledger.models import Batch, Entry, Quarantined, convert
 from flows.ledger.rates import resolve_rates
-from flows.ledger.sync_state import Page, SyncState, WalkEnd, WalkSpec
+from flows.ledger.sync_state import Page, RunFigures, SyncState, WalkEnd, WalkSpec
 from flows.ledger.upstreams import Upstreams, get_page
-from toolkit.ledger_index import BatchState, ClaimedBatch, Holder, LedgerIndex
+from toolkit.ledger_claims import BatchState, Holder, PlannedBatch
+from toolkit.overlap import ahead
 from toolkit.report import Progress
 from toolkit.retry import TransientError, call_upstream
 from toolkit.state import lookup, remember
+from toolkit.stopwatch import Stopwatch
+
+if TYPE_CHECKING:  # imported when a sync opens it (toolkit/ledger_claims.py)
+    from toolkit.ledger_index import LedgerIndex
 
 SAVE_EVERY_SECONDS = 1.0
 """How often the sync state is saved while walking: pages are checkpointed one by one, so a
 state a second old only means a resume re-reads a second's pages from their checkpoints."""
 MAX_SNAPSHOT_RESTARTS = 3
-
-
-@dataclass
-class RunFigures:
-    """What this run did, as opposed to what the sync as a whole has done."""
-
-    resumed: bool = False  # went on with a sync an earlier run left unfinished
-    nothing_new: bool = False  # the snapshot was synced already
-    pages_fetched: int = 0
-    pages_from_checkpoints: int = 0
-    snapshots_expired: int = 0
-    batches_applied: int = 0
-    batches_replayed: int = 0
-    batches_compensated: int = 0
-    entries_loaded: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 class SnapshotExpired(Exception):
@@ -171,7 +160,7 @@ def begin(
         rates=resolve_rates(upstreams.rates_sources, first.snapshot, max_rates_age),
     )
     state = SyncState(phase="walking", walk=spec)
-    page = save_page(spec, state, first.items, first.next_cursor)
+    page = save_page(spec, state, first.items, first.next_cursor, run.clock)
     remember(state, *state_key(upstreams))  # a kill from now on resumes this snapshot
     return state, page
 
@@ -183,60 +172,98 @@ def walk(
     run: RunFigures,
     first_page: Page | None = None,
 ) -> None:
-    """Walk on until the page chain ends; each page checkpointed, then its batch claimed."""
-    walk_id = state.walk.walk_id
+    """Walk on until the page chain ends; each page checkpointed, then its batch claimed,
+    while the next page is on its way (`ahead`)."""
     saved_at = time.monotonic()
     progress = Progress(None, "Records walked")  # the snapshot's size is not known
-    while state.phase == "walking":
-        page = first_page if state.position == 0 and first_page else None
-        page = page or lookup(Page, walk_id, state.cursor)
-        if page is not None and page.position != state.position:
-            detail = (
-                f"the records service served page {state.position + 1} under the cursor of "
-                f"page {page.position + 1}: its cursors loop"
-            )
-            state.end_walk(WalkEnd(reason="cursor_loop", detail=detail))
-            break
-        if page is not None:
-            run.pages_from_checkpoints += page is not first_page
-        else:
-            page = fetch_next(upstreams, state)
-            if page is None:
+    with ahead(pages_ahead(upstreams, state, first_page), depth=1) as arrivals:
+        for arrived in run.clock.waits("GET wait", arrivals):
+            if isinstance(arrived, WalkEnd):
+                state.end_walk(arrived)
                 break
-            run.pages_fetched += 1
-        split = claim_page(index, upstreams, walk_id, page)
-        state.add_page(page, split.repeated, split.already_held, split.fresh)
-        progress.update(state.totals.records)
-        if time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:
-            remember(state, *state_key(upstreams))
-            saved_at = time.monotonic()
+            if isinstance(arrived, Fetched):
+                page = save_page(state.walk, state, arrived.items, arrived.next_cursor, run.clock)
+                run.pages_fetched += 1
+            else:
+                page = arrived
+                run.pages_from_checkpoints += page is not first_page
+            with run.clock.phase("claim"):
+                split = claim_page(index, upstreams, state.walk.walk_id, page)
+            state.add_page(page, split.repeated, split.already_held, split.fresh)
+            progress.update(state.totals.records)
+            if time.monotonic() - saved_at >= SAVE_EVERY_SECONDS:
+                remember(state, *state_key(upstreams))
+                saved_at = time.monotonic()
     progress.finish()
     remember(state, *state_key(upstreams))
 
 
-def fetch_next(upstreams: Upstreams, state: SyncState) -> Page | None:
-    """Fetch, convert and checkpoint the next page; None if it is missing (404)."""
+@dataclass(frozen=True)
+class Fetched:
+    """A page as the records service served it: not yet converted nor checkpointed."""
+
+    items: list
+    next_cursor: str | None
+
+
+def pages_ahead(
+    upstreams: Upstreams, state: SyncState, first_page: Page | None
+) -> Iterator[Page | Fetched | WalkEnd]:
+    """The walk's pages from where `state` stands, in order: each from its checkpoint, else
+    fetched; a `WalkEnd` where the chain breaks. It runs ahead of the walk, so it follows
+    the chain itself: a cursor served at two places is a loop, whether or not the first
+    place is checkpointed yet."""
+    if state.phase != "walking":  # walked already: no page is left
+        return
     spec = state.walk
-    limit = spec.limit_after(state.totals.records)
+    position, cursor, records = state.position, state.cursor, state.totals.records
+    served_at: dict[str | None, int] = {}
+    while True:
+        page = first_page if position == 0 and first_page else lookup(Page, spec.walk_id, cursor)
+        first_at = page.position if page is not None else served_at.get(cursor, position)
+        if first_at != position:
+            detail = (
+                f"the records service served page {position + 1} under the cursor of "
+                f"page {first_at + 1}: its cursors loop"
+            )
+            yield WalkEnd(reason="cursor_loop", detail=detail)
+            return
+        served_at[cursor] = position
+        arrived = page or fetch(upstreams, spec, position, cursor, spec.limit_after(records))
+        yield arrived
+        if isinstance(arrived, WalkEnd):
+            return
+        position, cursor = position + 1, arrived.next_cursor
+        records += arrived.records if isinstance(arrived, Page) else len(arrived.items)
+        if cursor is None or (spec.max_records is not None and records >= spec.max_records):
+            return
+
+
+def fetch(
+    upstreams: Upstreams, spec: WalkSpec, position: int, cursor: str | None, limit: int
+) -> Fetched | WalkEnd:
+    """Fetch a page of the walk; a `WalkEnd` if it is missing (404)."""
     try:
         fetched = call_upstream(
-            lambda: get_page(upstreams.records, state.cursor, limit), f"page {state.position + 1}"
+            lambda: get_page(upstreams.records, cursor, limit), f"page {position + 1}"
         )
     except httpx.HTTPStatusError as exc:
         if exc.response.status_code == 410:
             raise SnapshotExpired from exc
         if exc.response.status_code != 404:
             raise
-        detail = f"page {state.position + 1} answered 404"
-        state.end_walk(WalkEnd(reason="missing_page", detail=detail, records_lost_at_least=limit))
-        return None
+        detail = f"page {position + 1} answered 404"
+        return WalkEnd(reason="missing_page", detail=detail, records_lost_at_least=limit)
     if fetched.snapshot != spec.snapshot:  # a cursor belongs to its snapshot: this one is gone
         raise SnapshotExpired
-    return save_page(spec, state, fetched.items, fetched.next_cursor)
+    return Fetched(fetched.items, fetched.next_cursor)
 
 
-def save_page(spec: WalkSpec, state: SyncState, items: list, next_cursor: str | None) -> Page:
-    converted = convert(items, spec.rates)
+def save_page(
+    spec: WalkSpec, state: SyncState, items: list, next_cursor: str | None, clock: Stopwatch
+) -> Page:
+    with clock.phase("validate"):
+        converted = convert(items, spec.rates)
     page = Page(
         position=state.position,
         cursor=state.cursor,
@@ -247,21 +274,24 @@ def save_page(spec: WalkSpec, state: SyncState, items: list, next_cursor: str | 
         skipped=converted.skipped,
         repeated=converted.repeated,
     )
-    remember(page, spec.walk_id, state.cursor)
+    with clock.phase("checkpoint"):
+        remember(page, spec.walk_id, state.cursor)
     return page
 
 
 def claim_page(index: LedgerIndex, upstreams: Upstreams, walk_id: str, page: Page) -> Split:
-    """Split a page against the index and claim its fresh entries as one planned batch."""
-    holders = index.holders(upstreams.ledger_url, [e.record_id for e in page.entries])
-    split = split_entries(page.entries, holders, walk_id, page.position)
-    if split.fresh:
+    """Split a page against the index and claim its fresh entries as one planned batch, in
+    one transaction of the index."""
+    split = Split([], [], 0)
+
+    def plan(holders: dict[str, Holder]) -> PlannedBatch | None:
+        nonlocal split
+        split = split_entries(page.entries, holders, walk_id, page.position)
+        if not split.fresh:
+            return None
         batch = Batch.of(split.fresh)
-        index.plan(
-            upstreams.ledger_url,
-            upstreams.records_url,
-            ClaimedBatch(batch.batch_id, walk_id, page.position),
-            [entry.record_id for entry in split.fresh],
-            batch.model_dump_json(),
-        )
+        return PlannedBatch(batch.batch_id, [e.record_id for e in split.fresh], batch.body.decode())
+
+    ids = [entry.record_id for entry in page.entries]
+    index.claim(upstreams.ledger_url, upstreams.records_url, (walk_id, page.position), ids, plan)
     return split

@@ -19,7 +19,6 @@ from prefect import get_run_logger, task
 
 from flows.ledger.models import Rates
 from flows.ledger.upstreams import UPSTREAM_TASK, RatesSource
-from toolkit.breaker import breaker_for
 from toolkit.retry import checked
 from toolkit.state import lookup, remember
 
@@ -27,6 +26,8 @@ from toolkit.state import lookup, remember
 @task(**UPSTREAM_TASK, task_run_name="fetch-rates-{source.name}")
 def fetch_rates(source: RatesSource) -> Rates:
     """GET /rates?base=EUR through the source's circuit breaker (shared by all workers)."""
+    from toolkit.breaker import breaker_for  # Redis's client, imported when rates are fetched
+
     breaker = breaker_for(f"rates:{source.base_url}")
     response = breaker.call(lambda: checked(source.client.get("/rates", params={"base": "EUR"})))
     return Rates.model_validate({**response.json(), "source": source.name})

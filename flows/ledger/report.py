@@ -25,8 +25,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 from pydantic import BaseModel
 
-from flows.ledger.plan import RunFigures
-from flows.ledger.sync_state import SyncState
+from flows.ledger.sync_state import RunFigures, SyncState
 from toolkit import degradation
 from toolkit.report import RunReport
 from toolkit.retry import spend_flow_retries
@@ -58,6 +57,7 @@ class SyncSummary(BaseModel):
     snapshots_expired: int = 0
     ended: str = ""
     total_eur: Decimal = Decimal("0.00")  # of the snapshot's valid records: all in the ledger
+    seconds_by_phase: dict[str, float] = {}  # this run's wall time (toolkit/stopwatch.py)
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -95,6 +95,7 @@ def summarize(state: SyncState | None, run: RunFigures) -> SyncSummary:
         batches_replayed=run.batches_replayed,
         batches_compensated=run.batches_compensated,
         snapshots_expired=run.snapshots_expired,
+        seconds_by_phase=dict(run.clock.seconds),
     )
     if state is None:
         return summary

@@ -13,10 +13,12 @@ walked, the running totals the decision needs, and the phase:
 A run that finds its sync unfinished continues it (same snapshot, same walk); one that finds
 it done or rejected fetches the first page, and when the snapshot is one that is done, it has
 nothing to do. Both models are `Versioned` (toolkit/state.py): old shapes migrate on read.
+`RunFigures`, what one run did, is not stored: the run's report reads it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
@@ -25,6 +27,7 @@ from pydantic import BaseModel, Field
 from flows.ledger.models import Entry, Quarantined, Rates
 from toolkit.idempotency import content_hash
 from toolkit.state import Versioned
+from toolkit.stopwatch import Stopwatch
 
 TABLE_LIMIT = 200
 """Rows of quarantined, skipped and repeated records kept for the report (all are counted)."""
@@ -200,3 +203,20 @@ class SyncState(Versioned):
     @property
     def quarantine_rate(self) -> float:
         return self.totals.quarantined / self.totals.records if self.totals.records else 0.0
+
+
+@dataclass
+class RunFigures:
+    """What this run did, as opposed to what the sync as a whole has done."""
+
+    resumed: bool = False  # went on with a sync an earlier run left unfinished
+    nothing_new: bool = False  # the snapshot was synced already
+    pages_fetched: int = 0
+    pages_from_checkpoints: int = 0
+    snapshots_expired: int = 0
+    batches_applied: int = 0
+    batches_replayed: int = 0
+    batches_compensated: int = 0
+    entries_loaded: int = 0
+    notes: list[str] = field(default_factory=list)
+    clock: Stopwatch = field(default_factory=Stopwatch)  # where the run's time went

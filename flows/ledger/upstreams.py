@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.ledger.models import Batch, LedgerReceipt, RecordsPage
 from toolkit.retry import UPSTREAM_RETRY, checked
-from toolkit.services import load_service
+from toolkit.services import load_service, load_services
 
 UPSTREAM_TASK = {**UPSTREAM_RETRY, "cache_policy": NO_CACHE, "persist_result": False}
 
@@ -59,7 +59,7 @@ def open_upstreams(
         "fallback_rates_api": fallback_rates_api,
         "ledger_api": ledger_api,
     }
-    services = {name: load_service(name, block) for name, block in named.items() if block}
+    services = load_services({name: block for name, block in named.items() if block})
     with ExitStack() as stack:
         clients = {name: stack.enter_context(s.client()) for name, s in services.items()}
         yield Upstreams(
@@ -123,8 +123,8 @@ def post_batch(client: httpx.Client, batch: Batch) -> LedgerReceipt:
     response = checked(
         client.post(
             "/ledger/batches",
-            json=batch.model_dump(mode="json"),
-            headers={"Idempotency-Key": batch.idempotency_key},
+            content=batch.body,
+            headers={"Content-Type": "application/json", "Idempotency-Key": batch.idempotency_key},
         )
     )
     body = response.json()

@@ -1,7 +1,7 @@
 """Checkpoints written by an older state schema are migrated on read, or recomputed.
 
-Version 2 (the previous release) stored rates; version 3 reads them after the upgrade. An
-unreadable checkpoint is never fatal: the sync recomputes what it held.
+Rates stored by an older schema, inside Prefect's result-record envelope, are read after the
+upgrade. An unreadable checkpoint is never fatal: the sync recomputes what it held.
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ import json
 from pathlib import Path
 
 import pytest
+from prefect.filesystems import LocalFileSystem
+from prefect.results import ResultStore
+from prefect.serializers import JSONSerializer
 
 from sandbox.server import Sandbox
 from tests.helpers.ledger import assert_ledger_exact
 from tests.helpers.ledger import run_sync as sync
-from toolkit.state import STATE_SCHEMA_VERSION
+from toolkit.state import LAST_ENVELOPED, STATE_SCHEMA_VERSION
 
 pytestmark = pytest.mark.usefixtures("sandbox_blocks")
 
@@ -24,21 +27,21 @@ def stored(storage: Path, kind: str, version: int = STATE_SCHEMA_VERSION) -> lis
 
 
 def rewrite(path: Path, change) -> None:  # type: ignore[no-untyped-def]
-    """Change the stored value of a result-store record (JSON inside its JSON envelope)."""
-    record = json.loads(path.read_text())
-    record["result"] = json.dumps(change(json.loads(record["result"])))
-    path.write_text(json.dumps(record))
+    """Change a stored checkpoint of the current version (the model's JSON)."""
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
 
 
-def test_rates_stored_by_the_previous_schema_stand_in_after_the_upgrade(
+def test_rates_stored_by_an_older_schema_stand_in_after_the_upgrade(
     sandbox: Sandbox, result_storage: Path
 ) -> None:
     assert sync(max_records=100).name == "Completed"  # stores the last known good rates
-    for path in stored(result_storage, "rates"):  # as the previous release wrote them
-        rewrite(path, lambda rates: {**rates, "schema_version": 2})
-        target = result_storage / "rates" / "v2" / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        path.rename(target)
+    envelopes = ResultStore(
+        result_storage=LocalFileSystem(basepath=str(result_storage)), serializer=JSONSerializer()
+    )
+    for path in stored(result_storage, "rates"):  # as the older release wrote them
+        rates = {**json.loads(path.read_text()), "schema_version": LAST_ENVELOPED}
+        envelopes.write(key=f"rates/v{LAST_ENVELOPED}/{path.name}", obj=rates)
+        path.unlink()
     sandbox.grow(50)  # a new snapshot needs rates
     sandbox.set_down("rates", True)
     sandbox.set_down("rates_fallback", True)

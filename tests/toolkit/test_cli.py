@@ -28,3 +28,27 @@ def test_an_empty_value_is_the_empty_text() -> None:
 def test_a_pair_without_a_name_is_refused_by_name(pair: str) -> None:
     with pytest.raises(ValueError, match="expected name=value"):
         parse_parameters([pair])
+
+
+def test_runs_started_here_send_no_heartbeats_unless_asked() -> None:
+    from prefect.settings import get_current_settings
+
+    from toolkit.cli import started_here
+
+    assert get_current_settings().flows.heartbeat_frequency == 180  # Prefect's default
+    with started_here():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == 180
+
+
+def test_an_explicit_heartbeat_setting_is_honoured() -> None:
+    from prefect.settings import (
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    from toolkit.cli import started_here
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 30}), started_here():
+        assert get_current_settings().flows.heartbeat_frequency == 30

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from toolkit.ledger_index import BatchState, ClaimedBatch, LedgerIndex
+from toolkit.ledger_claims import BatchState, ClaimedBatch, Holder, PlannedBatch
+from toolkit.ledger_index import LedgerIndex
 
 LEDGER, RECORDS = "http://ledger.example", "http://records.example"
 
@@ -29,7 +30,9 @@ def claim(batch_id: str, walk: str = "w1", position: int = 0) -> ClaimedBatch:
 
 
 def plan(index: LedgerIndex, claimed: ClaimedBatch, record_ids: list[str], sync=RECORDS) -> None:
-    index.plan(LEDGER, sync, claimed, record_ids, body=f"body of {claimed.batch_id}")
+    """Claim `record_ids` whoever holds them (the flow decides with `split_entries`)."""
+    batch = PlannedBatch(claimed.batch_id, record_ids, body=f"body of {claimed.batch_id}")
+    index.claim(LEDGER, sync, (claimed.walk, claimed.position), record_ids, lambda _: batch)
 
 
 def ids(*numbers: int) -> list[str]:
@@ -107,3 +110,59 @@ def test_a_thousand_ids_are_looked_up_in_chunks(index: LedgerIndex) -> None:
     many = ids(*range(1, 1201))
     plan(index, claim("b-1"), many)
     assert len(index.holders(LEDGER, [*many, "r-none"])) == 1200
+
+
+def test_a_claim_decides_on_the_holders_it_read_in_its_own_transaction(
+    index: LedgerIndex,
+) -> None:
+    plan(index, claim("b-1"), ids(1, 2))
+    seen: list[dict[str, Holder]] = []
+
+    def fresh_only(held: dict[str, Holder]) -> PlannedBatch:
+        seen.append(held)
+        fresh = [rid for rid in ids(2, 3, 4) if rid not in held]
+        return PlannedBatch("b-2", fresh, "body of b-2")
+
+    index.claim(LEDGER, RECORDS, ("w1", 1), ids(2, 3, 4), fresh_only)
+
+    assert [set(held) for held in seen] == [set(ids(2))]
+    assert {rid: h.batch_id for rid, h in index.holders(LEDGER, ids(1, 2, 3, 4)).items()} == {
+        **dict.fromkeys(ids(1, 2), "b-1"),
+        **dict.fromkeys(ids(3, 4), "b-2"),
+    }
+
+
+def test_a_claim_that_fails_midway_writes_nothing(index: LedgerIndex) -> None:
+    plan(index, claim("b-1"), ids(1, 2))
+
+    def fails_after_deciding(held: dict[str, Holder]) -> PlannedBatch:
+        raise RuntimeError("killed while deciding")
+
+    with pytest.raises(RuntimeError):  # the stale batch at ("w1", 0) is not given back
+        index.claim(LEDGER, RECORDS, ("w1", 0), ids(1, 2), fails_after_deciding)
+    assert index.count(LEDGER) == (1, 2)
+
+
+def test_nothing_to_claim_gives_back_an_unsent_batch_planned_at_the_same_place(
+    index: LedgerIndex,
+) -> None:
+    plan(index, claim("b-1"), ids(1, 2))
+    assert index.claim(LEDGER, RECORDS, ("w1", 0), ids(1, 2), lambda _: None) is None
+    assert index.count(LEDGER) == (0, 0)
+
+
+def test_a_page_is_claimed_in_a_few_statements_whatever_its_size(index: LedgerIndex) -> None:
+    """Holders, give-back, batch and its 500 claims: statements counted at the driver."""
+    import sqlalchemy as sa
+
+    statements: list[str] = []
+    count = lambda *args, **kwargs: statements.append(args[2])  # noqa: E731
+    sa.event.listen(index.engine, "before_cursor_execute", count)
+    try:
+        plan(index, claim("b-1"), ids(*range(500)))
+    finally:
+        sa.event.remove(index.engine, "before_cursor_execute", count)
+
+    work = [s for s in statements if not s.startswith(("BEGIN", "COMMIT"))]
+    assert len(work) <= 5, work
+    assert index.count(LEDGER) == (1, 500)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -135,9 +136,28 @@ def test_a_batch_keeps_its_id_and_idempotency_key_across_releases() -> None:
     )
 
 
-def test_an_entry_reads_as_pydantic_would_show_it() -> None:
+def test_an_entrys_key_text_is_the_repr_of_the_model_it_once_was() -> None:
+    """Batch key scheme 2 hashed pydantic 2's repr of an `Entry` model: the texts stay."""
     from pydantic import BaseModel
+
+    class ModelEntry(BaseModel):
+        record_id: str
+        account: str
+        amount_eur: str
 
     for text in ["plain", "it's", 'say "hi"', "back\\slash", "é\nnew line", "'\"both\"'"]:
         entry = Entry(record_id=text, account=text, amount_eur="1.00")
-        assert str(entry) == BaseModel.__str__(entry)
+        assert entry.key_text() == str(ModelEntry(**entry._asdict()))
+
+
+def test_a_batch_body_is_the_contracts_json_and_reads_back_as_the_batch() -> None:
+    batch = Batch.of([Entry("r-1", 'acc "q" é', "1.00"), Entry("r-2", "x", "0.10")])
+    assert json.loads(batch.body) == {
+        "batch_id": batch.batch_id,
+        "entries": [
+            {"record_id": "r-1", "account": 'acc "q" é', "amount_eur": "1.00"},
+            {"record_id": "r-2", "account": "x", "amount_eur": "0.10"},
+        ],
+    }
+    again = Batch.model_validate_json(batch.body)
+    assert (again.batch_id, again.idempotency_key) == (batch.batch_id, batch.idempotency_key)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flows.ledger.models import Entry
 from flows.ledger.plan import split_entries
-from toolkit.ledger_index import BatchState, Holder
+from toolkit.ledger_claims import BatchState, Holder
 
 
 def entries(*numbers: int) -> list[Entry]:
