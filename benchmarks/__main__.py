@@ -46,6 +46,7 @@ from benchmarks.whole_process import (
     FLOW_ARGS,
     IMPORTS,
     INDEX_ENV,
+    PAGE_SIZE,
     PROGRAMS,
     QUICK_RECORDS,
     Bench,
@@ -149,13 +150,13 @@ def main(argv: Sequence[str]) -> int:
 
     api_url = server.api_url if server else "<none>"
     cmds = commands(api_url, FLOOR_CODE, FLOW_ARGS, INDEX_ENV, IMPORTS)
-    text = report(bench.results, PROGRAMS, cmds, args, False, sections)
+    text = report(bench.results, PROGRAMS, cmds, args, False, sections, PAGE_SIZE)
     print(text)
     if args.markdown:
-        text = report(bench.results, PROGRAMS, cmds, args, True, sections)
+        text = report(bench.results, PROGRAMS, cmds, args, True, sections, PAGE_SIZE)
         if bench.results:  # the chart is of the ledger suite
             chart = args.markdown.with_suffix(".png")
-            draw(bench.results, chart)
+            draw(bench.results, chart, PROGRAMS, PAGE_SIZE)
             text += f"\n![Time and peak memory against the record count]({chart.name})\n"
         profile = Path(__file__).with_name("PROFILE.md")  # by hand: where the time goes
         args.markdown.write_text(text + ("\n" + profile.read_text() if profile.exists() else ""))

@@ -7,7 +7,9 @@ Scenario
 Solution
     `draw` plots, for every program, its median wall time and its median peak RSS against
     the record count (a program measured at one size is a lone point; the axes of time are
-    logarithmic, zero records at the left edge), and saves a PNG. matplotlib is in the
+    logarithmic, zero records at the left edge), and where a page's time goes for the floor
+    and the cold flagship at the largest size (benchmarks/report.py, `per_page`), and saves
+    a PNG. matplotlib is in the
     project's `bench` extra, not in its runtime dependencies: `make bench` installs it.
 
 How to run
@@ -17,12 +19,14 @@ How to run
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from benchmarks.processes import Series
+from benchmarks.report import PHASES, per_page
 
 
-def draw(results: list[Series], path: Path) -> None:
-    """Save the chart of `results` as the PNG `path`."""
+def draw(results: list[Series], path: Path, programs: tuple[str, ...], page_size: int) -> None:
+    """Save the chart of `results` as the PNG `path` (`programs` as for report.tables)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no screen needed
@@ -33,7 +37,7 @@ def draw(results: list[Series], path: Path) -> None:
     for series in results:
         if series.records is not None and series.runs:
             programs.setdefault(series.program, []).append(series)
-    figure, (times, memory) = plt.subplots(1, 2, figsize=(12, 4.5))
+    figure, (times, memory, pages) = plt.subplots(1, 3, figsize=(18, 4.5))
     for program, measured in programs.items():
         measured.sort(key=lambda s: s.records or 0)
         records = [s.records or 0 for s in measured]
@@ -52,7 +56,25 @@ def draw(results: list[Series], path: Path) -> None:
     times.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     memory.set_ylim(bottom=0)
     times.legend(fontsize="small")
+    draw_breakdown(pages, per_page(results, programs, page_size))
     figure.suptitle("Every program as a whole process (make bench)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def draw_breakdown(axes: Any, measured: list[tuple[int, str, dict[str, float]]]) -> None:
+    """Stacked bars: where a page's time goes, floor and flagship, at the largest size."""
+    if not measured:
+        axes.set_axis_off()
+        return
+    largest = max(records for records, _, _ in measured)
+    rows = [(program, ms) for records, program, ms in measured if records == largest]
+    labels, left = [program for program, _ in rows], [0.0] * len(rows)
+    for phase in [*PHASES, "rest"]:
+        widths = [max(ms[phase], 0.0) for _, ms in rows]  # noise can make the rest negative
+        axes.barh(labels, widths, left=left, label=phase)
+        left = [start + width for start, width in zip(left, widths, strict=True)]
+    axes.set_xlabel(f"ms per page, {largest:,} records (wall time of the working thread)")
+    axes.legend(fontsize="small", loc="lower right")
+    axes.grid(True, axis="x", alpha=0.3)

@@ -25,33 +25,26 @@ from pathlib import Path
 
 import httpx
 
+from toolkit.stopwatch import Stopwatch
+
 MAX_POSTS_IN_FLIGHT = 8
 """Posts a careful script keeps in flight while it pages on: all at once swamps any pool."""
 
 
-async def bare_sync(urls: dict[str, str], page_size: int) -> int:
-    """What a careful script would do without Prefect: page, convert, post; no checkpoints."""
+async def bare_sync(urls: dict[str, str], page_size: int, clock: Stopwatch | None = None) -> int:
+    """What a careful script would do without Prefect: page, convert, post; no checkpoints.
+    `clock` times its waits and its conversion as the flagship's stopwatch does."""
+    clock = clock or Stopwatch()
     async with httpx.AsyncClient(timeout=30) as client:
         rates_body = (await client.get(f"{urls['rates']}/rates", params={"base": "EUR"})).json()
         rates = {c: Decimal(r) for c, r in rates_body["rates"].items()}
         cursor, posts, pending = None, 0, []
         while True:
             params = {"limit": page_size, **({"cursor": cursor} if cursor else {})}
-            page = (await client.get(f"{urls['records']}/records", params=params)).json()
-            entries = []
-            for item in page["items"]:
-                try:
-                    amount = Decimal(item["amount"])
-                    rate = rates[item["currency"]]
-                    account = item["account"]
-                except Exception:
-                    continue
-                if amount < 0:
-                    continue
-                eur = (amount / rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
-                entries.append(
-                    {"record_id": item["id"], "account": account, "amount_eur": str(eur)}
-                )
+            with clock.phase("GET wait"):
+                page = (await client.get(f"{urls['records']}/records", params=params)).json()
+            with clock.phase("validate"):
+                entries = convert(page["items"], rates)
             if entries:  # the ledger refuses an empty batch, as ledger_sync knows
                 batch = {"batch_id": f"bare-{posts}", "entries": entries}
                 pending.append(
@@ -65,13 +58,42 @@ async def bare_sync(urls: dict[str, str], page_size: int) -> int:
                 )
                 posts += 1
             if len(pending) >= MAX_POSTS_IN_FLIGHT:  # as a careful script would: bounded
-                (await pending.pop(0)).raise_for_status()
+                with clock.phase("POST wait"):
+                    (await pending.pop(0)).raise_for_status()
             cursor = page["next_cursor"]
             if not cursor:
                 break
-        for response in await asyncio.gather(*pending):
-            response.raise_for_status()
+        with clock.phase("POST wait"):
+            for response in await asyncio.gather(*pending):
+                response.raise_for_status()
         return posts
+
+
+def convert(items: list[dict], rates: dict[str, Decimal]) -> list[dict]:
+    """The script's validation: what it can convert, it loads; anything else it drops."""
+    entries = []
+    for item in items:
+        try:
+            amount = Decimal(item["amount"])
+            rate = rates[item["currency"]]
+            account = item["account"]
+        except Exception:
+            continue
+        if amount < 0:
+            continue
+        eur = (amount / rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
+        entries.append({"record_id": item["id"], "account": account, "amount_eur": str(eur)})
+    return entries
+
+
+def floor(urls_json: str, page_size: int) -> None:
+    """The floor of benchmarks/whole_process.py: `bare_sync` as a process of its own, its
+    time by phase written where RESILIENT_FLOWS_TIMINGS_FILE says (read from the environment:
+    the project's settings would add their import to the floor's time)."""
+    clock = Stopwatch()
+    asyncio.run(bare_sync(json.loads(urls_json), page_size, clock))
+    if timings := os.environ.get("RESILIENT_FLOWS_TIMINGS_FILE"):
+        Path(timings).write_text(json.dumps({"seconds": clock.seconds}))
 
 
 def control(urls: dict[str, str], path: str, body: dict | None = None) -> dict:

@@ -64,6 +64,7 @@ class Series:
     program: str
     runs: list[Measured] = field(default_factory=list)
     requests: str = ""  # records/rates/ledger requests of the last repetition
+    phases: list[dict[str, float]] = field(default_factory=list)  # each run's seconds by phase
 
     @property
     def seconds(self) -> float:

@@ -9,7 +9,9 @@ Scenario
 
 Solution
     tables turns the Series into the results table (median, min-max, peak RSS, server CPU,
-    wait, HTTP requests), the ratios and the notes; machine and commands say where and how it
+    wait, HTTP requests), the ratios and the notes; per_page and breakdown, where a page's
+    time goes (the phases the floor and the flagship time themselves, toolkit/stopwatch.py,
+    and the rest of their wall time per page); machine and commands say where and how it
     ran; report lays it all out as aligned text (plain_table) or markdown (markdown_table).
     The program names and commands come from benchmarks/whole_process.py as arguments, not as
     imports: that module imports this one, so an import of it from here would be a cycle. The
@@ -26,6 +28,7 @@ import argparse
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -205,6 +208,74 @@ def tables(
     return rows, ratios, notes
 
 
+PHASES = ["GET wait", "validate", "checkpoint", "claim", "read batch", "POST wait"]
+PHASES += ["record applied"]
+"""The phases the flagship times itself in (flows/ledger, toolkit/stopwatch.py); the floor
+times the ones it has."""
+
+
+def per_page(
+    results: list[Series], programs: tuple[str, ...], page_size: int
+) -> list[tuple[int, str, dict[str, float]]]:
+    """(records, program, ms per page by phase, with "rest" and "whole") for the floor and the
+    cold flagship at each size above zero: each phase the median over the runs; the whole,
+    the wall time beyond the program's own zero-record run; the rest, what no phase holds."""
+    floor_program, cold_program, *_ = programs
+    by = {(s.records, s.program): s for s in results if s.runs}
+    found = []
+    for records in sorted({s.records for s in results if s.records and s.runs}):
+        pages = -(-records // page_size)
+        for program in (floor_program, cold_program):
+            series, zero = by.get((records, program)), by.get((0, program))
+            if series is None or zero is None or not series.phases:
+                continue
+            ms = {
+                p: statistics.median(run.get(p, 0.0) for run in series.phases) * 1e3 / pages
+                for p in PHASES
+            }
+            ms["whole"] = (series.seconds - zero.seconds) * 1e3 / pages
+            ms["rest"] = ms["whole"] - sum(ms[p] for p in PHASES)
+            found.append((records, program, ms))
+    return found
+
+
+def breakdown(results: list[Series], programs: tuple[str, ...], page_size: int) -> list[list[str]]:
+    """The rows of `per_page`; the flagship's row ends with its whole minus the floor's."""
+    floor_program = programs[0]
+    floors = {
+        records: ms["whole"]
+        for records, program, ms in per_page(results, programs, page_size)
+        if program == floor_program
+    }
+    rows = []
+    for records, program, ms in per_page(results, programs, page_size):
+        above = (
+            ms["whole"] - floors[records]
+            if program != floor_program and records in floors
+            else None
+        )
+        rows.append(
+            [
+                f"{records:,}",
+                program,
+                *(f"{ms[p]:.2f}" if ms[p] else "-" for p in PHASES),
+                f"{ms['rest']:.2f}",
+                f"{ms['whole']:.2f}",
+                "-" if above is None else f"{above:+.2f}",
+            ]
+        )
+    return rows
+
+
+BREAKDOWN_HEADERS = ["records", "program", *(f"{p} ms" for p in PHASES), "rest ms"]
+BREAKDOWN_HEADERS += ["per page ms", "above the floor ms"]
+BREAKDOWN_LEGEND = (
+    "Per page of records, wall time of the thread doing the work: waits for the next page "
+    "(GET) and the next answer (POST) while they overlap the rest, validation, the page "
+    "checkpoint, the index claim, reading a batch back and recording it applied; the rest "
+    "is the per-page wall time (beyond the program's zero-record run) not in a phase."
+)
+
 RESULT_HEADERS = ["records", "program", "median s", "min-max s", "peak RSS MiB"]
 RESULT_HEADERS += ["server CPU s", "waited s", "HTTP rec/rat/led"]
 LEGEND = [
@@ -225,12 +296,14 @@ def report(
     args: argparse.Namespace,
     markdown: bool,
     sections: Sequence[Section] = (),
+    page_size: int = 500,
 ) -> str:
     """The whole report; `programs` as for tables, `cmds` from commands, `args` as parsed.
 
     `sections`, the other benchmarks' tables, come after the ledger_sync figures.
     """
     rows, ratios, notes = tables(results, programs)
+    phases = breakdown(results, programs, page_size)
     about = machine()
     title = (
         f"Whole-process benchmark: records {', '.join(f'{r:,}' for r in args.records)}, "
@@ -254,6 +327,12 @@ def report(
                 "",
                 *(f"- {note}" for note in notes),
                 "",
+                "## Where the time of a page goes",
+                "",
+                markdown_table(BREAKDOWN_HEADERS, phases),
+                "",
+                f"- {BREAKDOWN_LEGEND}",
+                "",
                 *(section.render(markdown=True) for section in sections),
                 "## Machine",
                 "",
@@ -276,6 +355,10 @@ def report(
             plain_table(RATIO_HEADERS, ratios),
             "",
             *notes,
+            "",
+            "Where the time of a page goes:",
+            plain_table(BREAKDOWN_HEADERS, phases, left=2),
+            BREAKDOWN_LEGEND,
             "",
             *(section.render(markdown=False) + "\n" for section in sections),
             "Machine:",

@@ -18,6 +18,11 @@ Solution
     sandboxes share this machine's cores: on a machine with few cores, more workers mostly
     add CPU contention, which is what the figure shows.
 
+    Before the rounds, the page breakdown (`page_costs`): the flagship's CLI as a whole
+    process, of zero records and of `--page-records`, on the scale profile and, against the
+    same server, on the local one, each run's time by phase (toolkit/stopwatch.py) and its
+    time per page beyond the zero-record run, side by side.
+
 How to run
     make bench-scale                      # the defaults below; needs `make scale-extra`
     .venv/bin/python -m benchmarks.scale_throughput --runs 6 --repeat 1
@@ -26,8 +31,10 @@ How to run
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,14 +43,17 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from benchmarks.processes import BenchmarkError
+from benchmarks.processes import BenchmarkError, Measured, Series
+from benchmarks.report import BREAKDOWN_HEADERS, BREAKDOWN_LEGEND, breakdown, per_page
 from benchmarks.tables import Section
+from benchmarks.whole_process import PAGE_SIZE, TIMINGS_ENV
 
 WORKER_COUNTS = (1, 3)
 DATABASE = "resilient_flows_bench"
 MESSAGING_DB = "3"  # Redis database for Prefect's messaging, not the profile's (1) nor tests'
 LEDGER_SYNC = "ledger-sync/ledger-sync"
 HEADERS = ["workers", "rounds", "runs", "median s", "min-max s", "runs/min"]
+LOCAL_PAGES, SCALE_PAGES = "local profile", "scale profile"
 
 
 def bench_settings() -> dict[str, str]:
@@ -95,8 +105,11 @@ def timed_round(prefix: str, runs: int, records: int) -> float:
             sandbox.stop()
 
 
-def measure(home: Path, runs: int, records: int, limit: int, repeat: int) -> dict[int, list[float]]:
-    """Rounds of `runs` syncs with 1 and with 3 workers, alternating; seconds per round."""
+def measure(
+    home: Path, runs: int, records: int, limit: int, repeat: int, page_records: int
+) -> tuple[dict[int, list[float]], list[Series]]:
+    """Rounds of `runs` syncs with 1 and with 3 workers, alternating (seconds per round); and
+    before them, `page_costs`."""
     from deployments import deploy
     from deployments.scale import ScaleStack, ensure_database
     from deployments.stack import PROJECT_ROOT, local_environment, register_blocks
@@ -113,6 +126,7 @@ def measure(home: Path, runs: int, records: int, limit: int, repeat: int) -> dic
             code, _ = deploy.deploy(["ledger-sync"], docker=False, log=log)
         if code != 0:
             raise BenchmarkError(f"deploy failed: see {home / 'deploy.log'}")
+        pages = page_costs(home, page_records, repeat)
         for i in range(repeat):
             for count in WORKER_COUNTS:
                 stack.workers = [stack.start_worker(n) for n in range(count)]
@@ -128,7 +142,89 @@ def measure(home: Path, runs: int, records: int, limit: int, repeat: int) -> dic
                     file=sys.stderr,
                     flush=True,
                 )
-    return times
+    return times, pages
+
+
+def page_costs(home: Path, records: int, repeat: int) -> list[Series]:
+    """`python -m flows.ledger_sync` of 0 and of `records` records, whole processes, on the
+    scale profile (PostgreSQL index, checkpoints in the object store) and, against the same
+    server, on the local one (SQLite index, checkpoints on disk): each run's time by phase,
+    for the page breakdown of benchmarks/report.py. Every ledger must be exact."""
+    from deployments.stack import start_sandbox_fleet, sync_parameters
+    from sandbox.verify import check_ledger
+
+    local: dict[str, str | None] = {
+        "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": None,  # unset: results on local disk
+        "RESILIENT_FLOWS_LEDGER_INDEX_URL": f"sqlite:///{home}/pages-index.sqlite",
+    }
+    results: dict[tuple[int, str], Series] = {}
+    for i in range(repeat):
+        for size in (0, records):
+            for profile, extra in ((SCALE_PAGES, {}), (LOCAL_PAGES, local)):
+                run = home / f"pages-{profile.split()[0]}-{size}-{i}"
+                run.mkdir()
+                # A sandbox of its own: new services, so no checkpoint or claim of another run
+                (sandbox,) = start_sandbox_fleet(1, size, run.name)
+                parameters = {**sync_parameters(run.name, 0), "batch_size": PAGE_SIZE}
+                try:
+                    seconds, phases = timed_sync(parameters, extra, run)
+                    check = check_ledger(sandbox.dataset.expected_entries(), sandbox.ledger_state())
+                finally:
+                    sandbox.stop()
+                if not check.exact or check.applied_ever_twice:
+                    raise BenchmarkError(f"{profile}, {size} records: not exact: {check}")
+                series = results.setdefault((size, profile), Series(size, profile))
+                series.runs.append(Measured(seconds, 0))
+                series.phases.append(phases)
+                print(
+                    f"  {size:,} records, {profile}: {seconds:.2f} s", file=sys.stderr, flush=True
+                )
+    return list(results.values())
+
+
+def timed_sync(
+    parameters: dict[str, object], extra: dict[str, str | None], run: Path
+) -> tuple[float, dict[str, float]]:
+    """One `python -m flows.ledger_sync` as a whole process (`extra` over this process's
+    environment, None unsetting): its seconds and its phases."""
+    argv = [sys.executable, "-m", "flows.ledger_sync", *(f"{k}={v}" for k, v in parameters.items())]
+    timings = run / "phases.json"
+    env = {**os.environ, TIMINGS_ENV: str(timings)}
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    env["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(run / "storage")
+    with (run / "sync.log").open("w") as log:
+        started = time.perf_counter()
+        subprocess.run(argv, env=env, stdout=log, stderr=log, check=True, timeout=1800)
+        seconds = time.perf_counter() - started
+    return seconds, json.loads(timings.read_text())["seconds"]
+
+
+def page_section(pages: list[Series]) -> Section:
+    """Where a page's time goes on each profile, and what the scale profile's page costs."""
+    rows = breakdown(pages, (LOCAL_PAGES, SCALE_PAGES), PAGE_SIZE)
+    whole = {
+        program: ms["whole"]
+        for _, program, ms in per_page(pages, (LOCAL_PAGES, SCALE_PAGES), PAGE_SIZE)
+    }
+    notes = [BREAKDOWN_LEGEND]
+    if len(whole) == 2:
+        notes.append(
+            f"per page, scale profile against local: {whole[SCALE_PAGES]:.2f} ms against "
+            f"{whole[LOCAL_PAGES]:.2f} ms ({whole[SCALE_PAGES] / whole[LOCAL_PAGES]:.1f}x)"
+        )
+    headers = [*BREAKDOWN_HEADERS[:-1], "above local ms"]
+    return Section(
+        title="Scale profile: where the time of a page goes",
+        about="`python -m flows.ledger_sync batch_size=500` as whole processes, per page of "
+        "500 records beyond the zero-record run, on the scale stack's server.",
+        headers=headers,
+        rows=rows,
+        notes=notes,
+    )
 
 
 def section(times: dict[int, list[float]], runs: int, records: int, limit: int) -> Section:
@@ -171,15 +267,20 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--records", type=int, default=300, help="records per ledger")
     parser.add_argument("--limit", type=int, default=4, help="flow runs per worker at once")
     parser.add_argument("--repeat", type=int, default=2, help="rounds per worker count")
+    parser.add_argument(
+        "--page-records", type=int, default=50_000, help="records of the page breakdown's sync"
+    )
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write the table")
     args = parser.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     print(f"Working directory: {home}", file=sys.stderr, flush=True)
-    times = measure(home, args.runs, args.records, args.limit, args.repeat)
-    result = section(times, args.runs, args.records, args.limit)
-    print(result.render(markdown=False))
+    times, pages = measure(
+        home, args.runs, args.records, args.limit, args.repeat, args.page_records
+    )
+    results = [section(times, args.runs, args.records, args.limit), page_section(pages)]
+    print("\n\n".join(result.render(markdown=False) for result in results))
     if args.markdown:
-        args.markdown.write_text(result.render(markdown=True))
+        args.markdown.write_text("\n\n".join(result.render(markdown=True) for result in results))
         print(f"\nWritten to {args.markdown}")
     return 0
 

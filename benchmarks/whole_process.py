@@ -69,8 +69,8 @@ DEFAULT_RECORDS = [0, 10_000, 100_000, 1_000_000]  # 0: the fixed cost of a sync
 QUICK_RECORDS = [10_000]
 
 FLOOR_CODE = (
-    "import asyncio, json, sys; from benchmarks.ledger_sync_vs_httpx import bare_sync; "
-    f"asyncio.run(bare_sync(json.loads(sys.argv[1]), {PAGE_SIZE}))"
+    "import sys; from benchmarks.ledger_sync_vs_httpx import floor; "
+    f"floor(sys.argv[1], {PAGE_SIZE})"
 )
 FLOW_ARGS = ["-m", "flows.ledger_sync", f"batch_size={PAGE_SIZE}"]
 IMPORTS = {
@@ -84,6 +84,7 @@ PROGRAMS = (FLOOR, COLD, NOOP, RESUME, NAIVE)
 NAIVE_RECORDS = 10_000
 """The size the naive version runs at, once per benchmark (a task run per record is slow)."""
 INDEX_ENV = "RESILIENT_FLOWS_LEDGER_INDEX_URL"
+TIMINGS_ENV = "RESILIENT_FLOWS_TIMINGS_FILE"  # where floor and flagship write time by phase
 
 
 @dataclass
@@ -118,6 +119,14 @@ class Bench:
         print(f"  {size}{program}: {figures}", file=sys.stderr, flush=True)
         return measured
 
+    def measure_phases(
+        self, records: int, program: str, argv: list[str], env: dict[str, str], log: Path
+    ) -> None:
+        """`measure`, and the program's own time by phase (toolkit/stopwatch.py)."""
+        timings = log.with_suffix(".phases.json")
+        self.measure(records, program, argv, {**env, TIMINGS_ENV: str(timings)}, log)
+        self.series(records, program).phases.append(json.loads(timings.read_text())["seconds"])
+
     def import_floor(self) -> None:
         logs = self.home / "imports"
         logs.mkdir()
@@ -144,7 +153,7 @@ class Bench:
                 self.series(records, NAIVE).requests = request_counts(sandbox.control("/counters"))
             for i in range(self.repeat):
                 sandbox.control("/reset", {})
-                self.measure(records, FLOOR, floor, self.env, size_dir / f"floor-{i}.log")
+                self.measure_phases(records, FLOOR, floor, self.env, size_dir / f"floor-{i}.log")
                 exact_ledger(sandbox, f"floor, {records} records")
                 self.series(records, FLOOR).requests = request_counts(sandbox.control("/counters"))
                 sandbox.control("/reset", {})
@@ -152,7 +161,7 @@ class Bench:
                 run_dir = size_dir / f"run-{i}"  # fresh storage and index: really cold
                 run_dir.mkdir()
                 env = {**self.env, **flow_environment(run_dir)}
-                self.measure(records, COLD, FLOW_ARGS, env, run_dir / "cold.log")
+                self.measure_phases(records, COLD, FLOW_ARGS, env, run_dir / "cold.log")
                 after_cold = exact_ledger(sandbox, f"cold run, {records} records")
                 counters = sandbox.control("/counters")
                 self.series(records, COLD).requests = request_counts(counters)

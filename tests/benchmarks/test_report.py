@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.processes import Measured, Series
-from benchmarks.report import tables
+from benchmarks.report import breakdown, per_page, tables
 
 PROGRAMS = ("floor", "cold", "no-op", "resume", "naive")
 
@@ -35,3 +35,35 @@ def test_ratios_growth_and_the_fixed_cost_of_a_sync() -> None:
         in notes
     )
     assert "memory growth, cold: 1.1x (100 MiB at 0 records -> 110 MiB at 100,000)" in notes
+
+
+def test_a_pages_time_by_phase_the_rest_and_the_difference_to_the_floor() -> None:
+    floor_zero, cold_zero = series(0, "floor", 0.2), series(0, "cold", 1.5)
+    floor, cold = series(100_000, "floor", 1.2), series(100_000, "cold", 3.5)
+    floor.phases = [{"GET wait": 0.6, "validate": 0.2, "POST wait": 0.1}]
+    cold.phases = [
+        {"GET wait": 0.2, "validate": 0.2, "checkpoint": 0.1, "claim": 0.4, "POST wait": 0.6},
+        {"GET wait": 0.4, "validate": 0.2, "checkpoint": 0.1, "claim": 0.2, "POST wait": 0.6},
+    ]  # medians: GET wait 0.3, claim 0.3
+    results = [floor_zero, cold_zero, floor, cold]
+
+    rows = breakdown(results, PROGRAMS, page_size=500)  # 200 pages
+
+    assert rows == [
+        ["100,000", "floor", "3.00", "1.00", "-", "-", "-", "0.50", "-", "0.50", "5.00", "-"],
+        [
+            "100,000",
+            "cold",
+            "1.50",
+            "1.00",
+            "0.50",
+            "1.50",
+            "-",
+            "3.00",
+            "-",
+            "2.50",
+            "10.00",
+            "+5.00",
+        ],
+    ]
+    assert per_page([floor, cold], PROGRAMS, 500) == []  # no zero-record run to stand on
