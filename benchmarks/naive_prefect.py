@@ -37,7 +37,7 @@ def load_record(ledger_url: str, record: dict[str, Any], rates: dict[str, Any]) 
     entries = convert([record], Rates.model_validate(rates)).entries
     if not entries:
         return 0
-    entry = entries[0].model_dump()
+    entry = entries[0]._asdict()
     batch = {"batch_id": f"naive-{entry['record_id']}", "entries": [entry]}
     response = httpx.post(
         f"{ledger_url}/ledger/batches",
