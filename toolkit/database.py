@@ -12,8 +12,8 @@ Solution
     (SQLite in WAL mode; PostgreSQL with pre-ping) and creates the tables (on PostgreSQL one
     process at a time, under an advisory lock); `connected` (reads) and `transaction`
     (writes) turn an outage or a busy database into `DatabaseUnavailable`, a transient
-    error, so Prefect's retries apply; `member_of` and `bulk_insert_ignore` write a page's
-    worth of values as one statement in either dialect.
+    error, so Prefect's retries apply; `each_value` passes a page's worth of values to one
+    statement in either dialect.
 
     SQLite's settings, and what each risks: WAL journal (readers and the writer do not block
     each other); `synchronous=NORMAL` (a commit survives a killed process, which is what a
@@ -25,7 +25,8 @@ Solution
 How to run
     engine = engine_for("sqlite:////tmp/state.sqlite", metadata)
     with transaction(engine) as conn:
-        bulk_insert_ignore(conn, table, ("a", "b"), [(1, 2), (3, 4)])
+        values, ids = each_value(conn, ["r-1", "r-2"])
+        conn.exec_driver_sql(f"SELECT value FROM {values}", (ids,))
 """
 
 from __future__ import annotations
@@ -100,30 +101,14 @@ def param_mark(conn: sa.Connection) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
-def member_of(conn: sa.Connection, values: Sequence[str]) -> tuple[str, Any]:
-    """`column IN (values)` with every value in one parameter, for SQL written for the
-    driver: the SQL that follows the column, and the parameter. SQLite reads a JSON array
-    (`json_each`), PostgreSQL an array (`= ANY`): one statement of one parameter, however
-    many values."""
+def each_value(conn: sa.Connection, values: Sequence[str]) -> tuple[str, Any]:
+    """A table of one column, `value`, of `values` passed as one parameter, for SQL written
+    for the driver: the table's SQL and the parameter. SQLite reads a JSON array
+    (`json_each`), PostgreSQL an array (`unnest`): one statement of one parameter, however
+    many values, where `IN (?, ?, ...)` or `executemany` would carry one per value."""
     if conn.dialect.name == "postgresql":
-        return "= ANY(%s)", list(values)
-    return "IN (SELECT value FROM json_each(?))", json.dumps(list(values))
-
-
-def bulk_insert_ignore(
-    conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-) -> None:
-    """Insert many rows, skipping those whose key exists, with the driver's own executemany
-    (psycopg pipelines it): SQLAlchemy's per-row parameter handling costs more than the
-    database's work."""
-    if not rows:
-        return
-    mark = param_mark(conn)
-    conn.exec_driver_sql(
-        f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"VALUES ({', '.join(mark for _ in columns)}) ON CONFLICT DO NOTHING",
-        [tuple(row) for row in rows],
-    )
+        return "unnest(%s::text[]) AS value", list(values)
+    return "json_each(?)", json.dumps(list(values))
 
 
 def _sqlite_connection(dbapi_connection: Any, _record: Any) -> None:

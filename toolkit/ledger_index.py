@@ -47,10 +47,9 @@ import sqlalchemy as sa
 
 from toolkit.config import settings
 from toolkit.database import (
-    bulk_insert_ignore,
     connected,
+    each_value,
     engine_for,
-    member_of,
     param_mark,
     transaction,
     unavailable_is_transient,
@@ -59,11 +58,31 @@ from toolkit.database_lock import database_lock
 from toolkit.ledger_claims import BatchState, ClaimedBatch, Holder, PlannedBatch, ledger_key
 
 IN_CHUNK = 500  # ids per holders query: a page's, in one parameter
-BATCH_COLUMNS = ("ledger", "batch_id", "sync", "walk", "position", "body", "state")
+# The statements of every page and every batch, written for the driver (`{m}`: its parameter
+# mark, `{values}`: a table of one parameter, toolkit/database.py `each_value`): SQLAlchemy's
+# building and compiling of them cost more than the database's work.
 HOLDERS_SQL = (
     "SELECT h.record_id, b.batch_id, b.walk, b.position, b.state FROM ledger_held h "
     "JOIN ledger_batches b ON b.ledger = h.ledger AND b.batch_id = h.batch_id "
-    "WHERE h.ledger = {mark} AND h.record_id {member}"
+    "WHERE h.ledger = {m} AND h.record_id IN (SELECT value FROM {values})"
+)
+STALE = "ledger = {m} AND walk = {m} AND position = {m} AND state = 'planned' AND batch_id <> {m}"
+GIVE_BACK_SQL = (  # the claims, then the rows, of batches planned at a place and never sent
+    "DELETE FROM ledger_held WHERE ledger = {m} AND batch_id IN "
+    f"(SELECT batch_id FROM ledger_batches WHERE {STALE})",
+    f"DELETE FROM ledger_batches WHERE {STALE}",
+)
+PLAN_SQL = (
+    "INSERT INTO ledger_batches (ledger, batch_id, sync, walk, position, body, state) "
+    "VALUES ({m}, {m}, {m}, {m}, {m}, {m}, 'planned') ON CONFLICT DO NOTHING"
+)
+CLAIM_SQL = (
+    "INSERT INTO ledger_held (ledger, record_id, batch_id) "
+    "SELECT {m}, value, {m} FROM {values} WHERE true ON CONFLICT DO NOTHING"
+)  # WHERE true: SQLite's parser needs it between a SELECT and ON CONFLICT
+BODY_SQL = "SELECT body FROM ledger_batches WHERE ledger = {m} AND batch_id = {m}"
+APPLIED_SQL = (  # its body is no longer needed: the index keeps ids, not the ledger's contents
+    "UPDATE ledger_batches SET state = 'applied', body = NULL WHERE ledger = {m} AND batch_id = {m}"
 )
 
 
@@ -110,11 +129,9 @@ class LedgerIndex:
 
     def body(self, ledger: str, batch_id: str) -> str:
         """What to post for a batch the ledger has not confirmed (the outbox's message)."""
-        query = sa.select(_batches.c.body).where(
-            _batches.c.ledger == ledger_key(ledger), _batches.c.batch_id == batch_id
-        )
         with connected(self.engine) as conn:
-            body = conn.scalar(query)
+            sql = BODY_SQL.format(m=param_mark(conn))
+            body = conn.exec_driver_sql(sql, (ledger_key(ledger), batch_id)).scalar()
         if body is None:
             raise KeyError(f"batch {batch_id} has no body to post (applied, or unknown)")
         return body
@@ -160,29 +177,24 @@ class LedgerIndex:
         body, what to post, kept until the ledger has it.
 
         Idempotent: claiming the same batch again changes nothing; a different batch planned
-        earlier at the same place of the same walk (and never sent) is replaced. A few
+        earlier at the same place of the same walk (and never sent) is replaced. Five
         statements whatever the page's size: the holders in one query, the claims in one
-        `executemany` (psycopg sends it as a pipeline).
+        insert of one parameter.
         """
         key, (walk, position) = ledger_key(ledger), at
         with transaction(self.engine) as conn:
+            m = param_mark(conn)
             planned = plan(_holders(conn, key, record_ids))
-            stale = sa.select(_batches.c.batch_id).where(
-                _batches.c.ledger == key,
-                _batches.c.walk == walk,
-                _batches.c.position == position,
-                _batches.c.state == BatchState.PLANNED,
-                _batches.c.batch_id != (planned.batch_id if planned else ""),
-            )
-            for table in (_held, _batches):  # given back: planned here before, never sent
-                ours = (table.c.ledger == key) & table.c.batch_id.in_(stale)
-                conn.execute(sa.delete(table).where(ours))
+            stale = (key, walk, position, planned.batch_id if planned else "")
+            conn.exec_driver_sql(GIVE_BACK_SQL[0].format(m=m), (key, *stale))
+            conn.exec_driver_sql(GIVE_BACK_SQL[1].format(m=m), stale)
             if planned is None:
                 return None
-            row = (key, planned.batch_id, ledger_key(sync), walk, position, planned.body, "planned")
-            bulk_insert_ignore(conn, _batches, BATCH_COLUMNS, [row])
-            held = [(key, record_id, planned.batch_id) for record_id in planned.record_ids]
-            bulk_insert_ignore(conn, _held, ("ledger", "record_id", "batch_id"), held)
+            batch = (key, planned.batch_id, ledger_key(sync), walk, position, planned.body)
+            conn.exec_driver_sql(PLAN_SQL.format(m=m), batch)
+            values, ids = each_value(conn, planned.record_ids)
+            sql = CLAIM_SQL.format(m=m, values=values)
+            conn.exec_driver_sql(sql, (key, planned.batch_id, ids))
         return planned
 
     def approve(self, ledger: str, walk: str) -> int:
@@ -192,8 +204,9 @@ class LedgerIndex:
 
     def mark_applied(self, ledger: str, batch_id: str) -> None:
         """The ledger applied (or replayed) the batch: it holds its ids for good."""
-        # Its body is no longer needed: the index keeps ids, not the ledger's contents.
-        self._update(ledger, {"state": BatchState.APPLIED, "body": None}, batch_id=batch_id)
+        with transaction(self.engine) as conn:
+            sql = APPLIED_SQL.format(m=param_mark(conn))
+            conn.exec_driver_sql(sql, (ledger_key(ledger), batch_id))
 
     def release_planned(self, ledger: str, sync: str, keep_walk: str | None = None) -> int:
         """Give back the claims of a sync's planned, never-sent batches (but `keep_walk`'s)."""
@@ -255,9 +268,9 @@ def _holders(conn: sa.Connection, key: str, record_ids: Sequence[str]) -> dict[s
     found: dict[str, Holder] = {}
     for start in range(0, len(record_ids), IN_CHUNK):
         chunk = list(record_ids[start : start + IN_CHUNK])
-        member, values = member_of(conn, chunk)
-        sql = HOLDERS_SQL.format(mark=param_mark(conn), member=member)
-        rows = conn.exec_driver_sql(sql, (key, values))
+        values, ids = each_value(conn, chunk)
+        sql = HOLDERS_SQL.format(m=param_mark(conn), values=values)
+        rows = conn.exec_driver_sql(sql, (key, ids))
         for record_id, batch_id, walk, position, state in rows:
             found[record_id] = Holder(batch_id, walk, position, BatchState(state))
     return found

@@ -7,10 +7,9 @@ import sqlalchemy as sa
 
 from toolkit.database import (
     DatabaseUnavailable,
-    bulk_insert_ignore,
     connected,
+    each_value,
     engine_for,
-    transaction,
 )
 from toolkit.retry import is_transient
 
@@ -23,16 +22,14 @@ PAIRS = sa.Table(
 )
 
 
-def test_bulk_insert_keeps_the_first_row_of_each_key(database_url: str) -> None:
+def test_each_value_is_a_table_of_the_values_as_given(database_url: str) -> None:
+    """Whatever the text: quotes, backslashes, JSON's own characters, non-ASCII, empty."""
+    given = ["r-1", "it's", 'a "q"', "back\\slash", "[1, 2]", "é ∑ 𝄞", "", "r-1"]
     engine = engine_for(database_url, METADATA)
-    with transaction(engine) as conn:
-        conn.execute(sa.delete(PAIRS))
-        bulk_insert_ignore(conn, PAIRS, ("key", "value"), [("a", "1"), ("b", "2")])
-        bulk_insert_ignore(conn, PAIRS, ("key", "value"), [("b", "changed"), ("c", "3")])
-        bulk_insert_ignore(conn, PAIRS, ("key", "value"), [])
     with connected(engine) as conn:
-        rows = dict(conn.execute(sa.select(PAIRS.c.key, PAIRS.c.value)).all())
-    assert rows == {"a": "1", "b": "2", "c": "3"}
+        values, parameter = each_value(conn, given)
+        rows = conn.exec_driver_sql(f"SELECT value FROM {values}", (parameter,)).all()
+    assert [value for (value,) in rows] == given
 
 
 def test_one_engine_per_url(database_url: str) -> None:
