@@ -166,3 +166,52 @@ def test_a_page_is_claimed_in_a_few_statements_whatever_its_size(index: LedgerIn
     work = [s for s in statements if not s.startswith(("BEGIN", "COMMIT"))]
     assert len(work) <= 5, work
     assert index.count(LEDGER) == (1, 500)
+
+
+def rows_filtered_out(plan: dict) -> int:
+    """The rows a plan node (and those under it) read and then threw away."""
+    loops = plan.get("Actual Loops", 1)
+    own = sum(plan.get(k, 0) for k in ("Rows Removed by Filter", "Rows Removed by Join Filter"))
+    return own * loops + sum(rows_filtered_out(child) for child in plan.get("Plans", []))
+
+
+def test_a_pages_holders_are_read_by_key_on_tables_that_have_just_grown(postgres_url: str) -> None:
+    """PostgreSQL plans by statistics, and tables that have just grown (a first sync) have none:
+    reading a page's holders must still look its ids up, not read the ledger's claims. The
+    statements `holders` runs are replayed under EXPLAIN ANALYZE, in a database of their own
+    (never analyzed), and the rows they read and threw away are counted."""
+    import sqlalchemy as sa
+
+    from tests.helpers.services import admin_engine
+
+    name = f"{sa.make_url(postgres_url).database}_plans"
+    admin = admin_engine(postgres_url)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    index = LedgerIndex(str(sa.make_url(postgres_url).set(database=name)))
+    try:
+        for page in range(40):
+            plan(index, claim(f"b{page}", position=page), ids(*range(page * 100, page * 100 + 100)))
+        statements: list[tuple[str, object]] = []
+
+        def seen(*args: object) -> None:  # conn, cursor, statement, parameters, context, many
+            statement, parameters = args[2], args[3]
+            statements.append((str(statement), parameters))
+
+        sa.event.listen(index.engine, "before_cursor_execute", seen)
+        held = index.holders(LEDGER, ids(*range(3950, 4050)))  # half held, by the last batch
+        sa.event.remove(index.engine, "before_cursor_execute", seen)
+        assert len(held) == 50 and {h.batch_id for h in held.values()} == {"b39"}
+
+        with index.engine.connect() as conn:
+            explained = [
+                conn.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params).scalar()
+                for sql, params in statements
+            ]
+        thrown_away = sum(rows_filtered_out(plan[0]["Plan"]) for plan in explained)
+        assert thrown_away <= 200, (thrown_away, explained)  # the ledger holds 4,000 claims
+    finally:
+        index.engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
