@@ -3,8 +3,8 @@
 Scenario
     The obvious first Prefect version of the sync: page through the records in a flow and
     call a task for each record that converts it and posts it, with Prefect's defaults
-    everywhere (the default cache policy included). The flagship is measured against it
-    (issue 11: at least 20x faster at 10,000 records).
+    everywhere (the default cache policy included). The flagship is measured against it at
+    10,000 records.
 
 Solution
     `naive_sync` pages with httpx; `load_record`, a task with Prefect's defaults, converts one

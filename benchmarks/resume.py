@@ -2,7 +2,7 @@
 
 Scenario
     A worker dies near the end of a long sync. What does finishing it cost: a fraction of a
-    run, or the run again? The goal (issue 11) is a resume that takes at most 15 % of a full
+    run, or the run again? The goal is a resume that takes at most 15 % of a full
     run, with every guarantee kept: the ledger exact, no record applied twice.
 
 Solution

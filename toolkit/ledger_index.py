@@ -62,8 +62,8 @@ IN_CHUNK = 500  # ids per holders query: a page's, in one parameter
 # mark, `{values}`: a table of one parameter, toolkit/database.py `each_value`): SQLAlchemy's
 # building and compiling of them cost more than the database's work.
 # The holders in two lookups by primary key, never one join: with the statistics of a table
-# that has just grown (or was never analyzed), PostgreSQL joined the ids to every claim of the
-# ledger, a page's cost growing with the ledger (200 ms a page at 20,000 records).
+# that has just grown (or was never analyzed), PostgreSQL joins the ids to every claim of the
+# ledger, and a page's cost grows with the ledger.
 HELD_SQL = (
     "SELECT record_id, batch_id FROM ledger_held "
     "WHERE ledger = {m} AND record_id IN (SELECT value FROM {values})"
@@ -183,8 +183,8 @@ class LedgerIndex:
         body, what to post, kept until the ledger has it.
 
         Idempotent: claiming the same batch again changes nothing; a different batch planned
-        earlier at the same place of the same walk (and never sent) is replaced. Five
-        statements whatever the page's size: the holders in one query, the claims in one
+        earlier at the same place of the same walk (and never sent) is replaced. Six
+        statements whatever the page's size: the holders in two lookups, the claims in one
         insert of one parameter.
         """
         key, (walk, position) = ledger_key(ledger), at
