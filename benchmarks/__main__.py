@@ -5,14 +5,16 @@ Scenario
     the same day, on the same machine, against the same server, each beside its baseline.
 
 Solution
-    One Prefect server (a temporary PREFECT_HOME, results stored there) for three suites, run
+    One Prefect server (a temporary PREFECT_HOME, results stored there) for four suites, run
     in turn, each with its own sandbox processes, faults off unless the suite is about one:
       ledger    ledger_sync as a whole process against the floor, no-op reruns, resumes and
                 the naive Prefect version, at each record count (benchmarks/whole_process.py);
       breaker   syncs in a row while the primary rates service is down, with and without the
                 circuit breaker (benchmarks/breaker.py);
       queue     items per second through the message queue with 1 and 2 task workers
-                (benchmarks/queue_throughput.py).
+                (benchmarks/queue_throughput.py);
+      storage   what nightly syncs and the daily maintenance leave in result storage and
+                the ledger index, night after night (benchmarks/storage_growth.py).
     The report (benchmarks/report.py) is printed and, with `--markdown PATH`, written there
     with a chart next to it (benchmarks/chart.py) and, after the figures, the hand-written
     benchmarks/PROFILE.md: where the time goes, from sampling profiles. Every process started
@@ -52,7 +54,7 @@ from benchmarks.whole_process import (
     Bench,
 )
 
-SUITES = ("ledger", "breaker", "queue")
+SUITES = ("ledger", "breaker", "queue", "storage")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -69,7 +71,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "1000000)",
     )
     parser.add_argument(
-        "--only", nargs="+", choices=SUITES, metavar="SUITE", help="ledger, breaker, queue"
+        "--only", nargs="+", choices=SUITES, metavar="SUITE", help=", ".join(SUITES)
     )
     parser.add_argument(
         "--quick",
@@ -100,6 +102,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def run_suites(bench: Bench, args: argparse.Namespace, sections: list[Section]) -> None:
     from benchmarks.breaker import QUICK_RUNS, RUNS, measure_breaker
     from benchmarks.queue_throughput import ITEMS, QUICK_ITEMS, measure_queue
+    from benchmarks.storage_growth import GROW, NIGHTS, QUICK, RECORDS, measure_storage
 
     if "ledger" in args.only:
         bench.import_floor()
@@ -109,6 +112,8 @@ def run_suites(bench: Bench, args: argparse.Namespace, sections: list[Section]) 
         sections.append(measure_breaker(bench, QUICK_RUNS if args.quick else RUNS))
     if "queue" in args.only:
         sections.append(measure_queue(bench, QUICK_ITEMS if args.quick else ITEMS, args.repeat))
+    if "storage" in args.only:
+        sections.append(measure_storage(bench, *(QUICK if args.quick else (NIGHTS, RECORDS, GROW))))
 
 
 def main(argv: Sequence[str]) -> int:

@@ -2,20 +2,22 @@
 
 Commands: `check` (validate prefect.yaml without a server), `deploy` (blocks, work pools,
 deployments and the crashed-run automation to the server in PREFECT_API_URL), `run` (trigger
-a deployment, optionally waiting for it: see deployments/trigger.py), `up` (the local stack).
+a deployment, optionally waiting for it: see deployments/trigger.py), `up` (the local stack),
+`prune` (delete stored state no sync needs: flows/maintenance.py).
 """
 
 from __future__ import annotations
 
 import sys
 
-from deployments import check, deploy, trigger, up
+from deployments import check, deploy, prune, trigger, up
 
 COMMANDS = {
     "check": check.main,
     "deploy": deploy.main,
     "run": lambda argv: trigger.main(["run", *argv]),
     "up": up.main,
+    "prune": prune.main,
 }
 
 

@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
         home = args.home or LOCAL_HOME / args.profile
         return up_scale(home.resolve(), args.records, profile_settings(args.profile))
     home: Path = (args.home or LOCAL_HOME).resolve()
-    os.environ.update(local_environment(home))
+    os.environ.update({**profile_settings("local"), **local_environment(home)})
     if os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
         # The server we start asks for it; the CLI, the workers and their flow runs send it.
         os.environ.setdefault(

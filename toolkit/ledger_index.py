@@ -47,6 +47,7 @@ import sqlalchemy as sa
 
 from toolkit.config import settings
 from toolkit.database import (
+    compact,
     connected,
     each_value,
     engine_for,
@@ -235,6 +236,10 @@ class LedgerIndex:
         with transaction(self.engine) as conn:
             conn.execute(sa.delete(_held).where(_held.c.ledger == key))
             conn.execute(sa.delete(_batches).where(_batches.c.ledger == key))
+
+    def compact(self) -> int:
+        """Give back the disk the index holds beyond its rows; the bytes freed."""
+        return compact(self.engine)
 
     # -- the lock ---------------------------------------------------------------------------
 

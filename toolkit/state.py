@@ -6,7 +6,7 @@ changes; checkpoints written by the old code must still be read, never crash the
 
 Solution: a checkpoint is a pydantic model (`Versioned`) stored as its own JSON (not pickle,
 so no class path is baked into the file) in the result storage of the current run, under a
-business key that carries the schema version (`walk-page/v4/<hash>`). Reading looks for the
+business key that carries the schema version (`sync/v5/<hash>`). Reading looks for the
 current version first, then for older ones, and migrates them step by step (`MIGRATIONS[n]`
 turns version n into n + 1; a model without one for n reads the old shape as it is); an old
 record that cannot be read is logged and recomputed.
@@ -21,6 +21,10 @@ Where it is stored is Prefect configuration (`PREFECT_RESULTS_DEFAULT_STORAGE_BL
 remote block, else `PREFECT_RESULTS_LOCAL_STORAGE_PATH`, by default under `PREFECT_HOME`),
 never code. Records are not kept in memory once written: a sync of a million records writes
 thousands of them.
+
+A kind whose checkpoints are dropped together keeps them in folders (`walk-page/v5/<folder>/
+<hash>`, from its `FOLDERS_SINCE` version on): `forget_folder` deletes one (toolkit/storage.py),
+as a finished sync does with the pages of its walk.
 
 Adding a version: bump `STATE_SCHEMA_VERSION`, change the model, and add to each changed
 model a migration from the previous version; keep a stored example of the old shape in the
@@ -41,7 +45,7 @@ from pydantic import BaseModel, ValidationError
 
 from toolkit.idempotency import business_key
 
-STATE_SCHEMA_VERSION = 4
+STATE_SCHEMA_VERSION = 5
 """Version of every persisted state shape; part of each checkpoint's key."""
 LAST_ENVELOPED = 3
 """The last version written inside Prefect's result-record envelope (`ResultStore.write`)."""
@@ -56,6 +60,8 @@ class Versioned(BaseModel):
     MIGRATIONS: ClassVar[dict[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {}
     FIRST_VERSION: ClassVar[int] = 1
     """The oldest version this kind was ever stored in: older keys are never looked up."""
+    FOLDERS_SINCE: ClassVar[int | None] = None
+    """The first version whose keys have a folder (`kind/vN/<folder>/<hash>`); None: never."""
 
     schema_version: int = STATE_SCHEMA_VERSION
 
@@ -88,14 +94,27 @@ def state_storage(store: ResultStore | None = None) -> WritableFileSystem:
     return store.result_storage or get_default_result_storage(_sync=True)
 
 
-def state_key(model: type[Versioned], parts: tuple[Any, ...], version: int) -> str:
-    return business_key(model.KIND, *parts, version=version)
+def state_key(
+    model: type[Versioned], parts: tuple[Any, ...], version: int, folder: str | None = None
+) -> str:
+    """Where a checkpoint of `version` is stored; `folder` only where that version has them."""
+    key = business_key(model.KIND, *parts, version=version)
+    if folder is None or model.FOLDERS_SINCE is None or version < model.FOLDERS_SINCE:
+        return key
+    return f"{folder_prefix(model, folder, version)}{key.rsplit('/', 1)[1]}"
 
 
-def read_state(store: ResultStore, model: type[V], parts: tuple[Any, ...]) -> tuple[V, int] | None:
+def folder_prefix(model: type[Versioned], folder: str, version: int = STATE_SCHEMA_VERSION) -> str:
+    """The storage prefix of a folder of checkpoints: `kind/vN/<folder>/`."""
+    return f"{model.KIND}/v{version}/{folder}/"
+
+
+def read_state(
+    store: ResultStore, model: type[V], parts: tuple[Any, ...], folder: str | None = None
+) -> tuple[V, int] | None:
     """The stored value and the version it was found under, newest version first."""
     for version in range(STATE_SCHEMA_VERSION, model.FIRST_VERSION - 1, -1):
-        key = state_key(model, parts, version)
+        key = state_key(model, parts, version, folder)
         try:
             # One read, not exists() then read(): without metadata storage exists() reads too.
             content = _read(store, key, version)
@@ -121,20 +140,27 @@ def _read(store: ResultStore, key: str, version: int) -> Any:
     return state_storage(store).read_path(key, _sync=True)
 
 
-def lookup(model: type[V], *parts: Any) -> V | None:
+def lookup(model: type[V], *parts: Any, folder: str | None = None) -> V | None:
     """The stored value for `parts`, if any; an older version is migrated and stored anew."""
     store = state_store()
-    found = read_state(store, model, parts)
+    found = read_state(store, model, parts, folder)
     if found is None:
         return None
     value, version = found
     if version != STATE_SCHEMA_VERSION:
-        remember(value, *parts)
+        remember(value, *parts, folder=folder)
     return value
 
 
-def remember(value: Versioned, *parts: Any) -> None:
+def remember(value: Versioned, *parts: Any, folder: str | None = None) -> None:
     """Store state that no side effect depends on (no transaction), replacing any older."""
-    key = state_key(type(value), parts, STATE_SCHEMA_VERSION)
+    key = state_key(type(value), parts, STATE_SCHEMA_VERSION, folder)
     content = value.model_dump_json().encode()
     state_storage().write_path(key, content=content, _sync=True)
+
+
+def forget_folder(model: type[Versioned], folder: str) -> int:
+    """Delete a folder of the current version's checkpoints; how many there were."""
+    from toolkit.storage import delete_prefix
+
+    return delete_prefix(folder_prefix(model, folder), state_storage())

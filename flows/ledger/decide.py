@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING
 
 from prefect.states import Cancelled, State
 
-from flows.ledger.plan import state_key
-from flows.ledger.sync_state import RunFigures, SyncState
+from flows.ledger.sync_state import RunFigures, SyncState, drop_pages, state_key
 from flows.ledger.upstreams import Upstreams
 from toolkit import degradation
 from toolkit.approval import TimeoutPolicy, request_approval
@@ -95,3 +94,4 @@ def reject(upstreams: Upstreams, index: LedgerIndex, state: SyncState) -> None:
     index.release_planned(upstreams.ledger_url, upstreams.records_url)
     state.phase = "rejected"
     remember(state, *state_key(upstreams))
+    drop_pages(upstreams, state)

@@ -29,8 +29,7 @@ from prefect import get_run_logger
 from prefect.transactions import CommitMode, Transaction, transaction
 
 from flows.ledger.models import Batch, LedgerReceipt
-from flows.ledger.plan import state_key
-from flows.ledger.sync_state import RunFigures, SyncState
+from flows.ledger.sync_state import RunFigures, SyncState, drop_pages, state_key
 from flows.ledger.upstreams import Upstreams, compensate_batch, post_batch
 from toolkit.config import settings
 from toolkit.ledger_claims import ClaimedBatch
@@ -73,6 +72,7 @@ def load_sync(upstreams: Upstreams, index: LedgerIndex, state: SyncState, run: R
             progress.update(done)
     state.phase = "done"
     remember(state, *state_key(upstreams))
+    drop_pages(upstreams, state)
     get_run_logger().info(
         "Loaded %d batches (%d replayed) of %d new records; %d already in the ledger",
         run.batches_applied + run.batches_replayed,

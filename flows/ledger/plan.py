@@ -1,11 +1,9 @@
 """Plan a sync: walk one snapshot page by page, checkpoint each page, claim its new records.
 
 Scenario
-    The records service pages through a snapshot of data that lives: records are added
-    anywhere between snapshots, an id may be served twice, a snapshot expires, a buggy
-    service hands out a cursor twice. The ledger must receive each valid record once, a
-    killed sync must go on where it stopped without fetching again, and a person may have to
-    approve the whole sync before anything is loaded.
+    The records service pages through a snapshot of data that lives (flows/ledger_sync.py).
+    A killed sync must go on where it stopped without fetching again, and a person may have
+    to approve the whole sync before anything is loaded.
 
 Solution
     `plan_sync` continues the sync's unfinished walk if there is one (its cursors stay valid:
@@ -43,7 +41,16 @@ from prefect import get_run_logger
 
 from flows.ledger.models import Batch, Entry, Quarantined, convert
 from flows.ledger.rates import resolve_rates
-from flows.ledger.sync_state import Page, RunFigures, SyncState, WalkEnd, WalkSpec
+from flows.ledger.sync_state import (
+    Page,
+    RunFigures,
+    SyncState,
+    WalkEnd,
+    WalkSpec,
+    state_key,
+    store_page,
+    stored_page,
+)
 from flows.ledger.upstreams import Upstreams, get_page
 from toolkit.ledger_claims import BatchState, Holder, PlannedBatch
 from toolkit.overlap import ahead
@@ -92,10 +99,6 @@ def split_entries(entries: list[Entry], holders: dict[str, Holder], walk: str, a
         else:
             held += 1
     return Split(fresh, repeated, held)
-
-
-def state_key(upstreams: Upstreams) -> tuple[str, str, str]:
-    return ("sync", upstreams.records_url, upstreams.ledger_url)
 
 
 def plan_sync(
@@ -157,10 +160,10 @@ def begin(
         snapshot=first.snapshot,
         page_size=batch_size,
         max_records=max_records,
-        rates=resolve_rates(upstreams.rates_sources, first.snapshot, max_rates_age),
+        rates=resolve_rates(upstreams.rates_sources, None, max_rates_age),  # kept in the state
     )
     state = SyncState(phase="walking", walk=spec)
-    page = save_page(spec, state, first.items, first.next_cursor, run.clock)
+    page = save_page(upstreams, state, first.items, first.next_cursor, run.clock)
     remember(state, *state_key(upstreams))  # a kill from now on resumes this snapshot
     return state, page
 
@@ -182,7 +185,7 @@ def walk(
                 state.end_walk(arrived)
                 break
             if isinstance(arrived, Fetched):
-                page = save_page(state.walk, state, arrived.items, arrived.next_cursor, run.clock)
+                page = save_page(upstreams, state, arrived.items, arrived.next_cursor, run.clock)
                 run.pages_fetched += 1
             else:
                 page = arrived
@@ -219,7 +222,7 @@ def pages_ahead(
     position, cursor, records = state.position, state.cursor, state.totals.records
     served_at: dict[str | None, int] = {}
     while True:
-        page = first_page if position == 0 and first_page else lookup(Page, spec.walk_id, cursor)
+        page = first_page if position == 0 and first_page else stored_page(upstreams, spec, cursor)
         first_at = page.position if page is not None else served_at.get(cursor, position)
         if first_at != position:
             detail = (
@@ -260,10 +263,10 @@ def fetch(
 
 
 def save_page(
-    spec: WalkSpec, state: SyncState, items: list, next_cursor: str | None, clock: Stopwatch
+    upstreams: Upstreams, state: SyncState, items: list, next_cursor: str | None, clock: Stopwatch
 ) -> Page:
     with clock.phase("validate"):
-        converted = convert(items, spec.rates)
+        converted = convert(items, state.walk.rates)
     page = Page(
         position=state.position,
         cursor=state.cursor,
@@ -275,7 +278,7 @@ def save_page(
         repeated=converted.repeated,
     )
     with clock.phase("checkpoint"):
-        remember(page, spec.walk_id, state.cursor)
+        store_page(upstreams, state.walk, page)
     return page
 
 

@@ -3,7 +3,10 @@
 A sync walks the pages of one records snapshot (flows/ledger/plan.py), asks whether it may
 load (decide.py), and loads (load.py). Each fetched, converted page is a checkpoint of its own
 (`Page`), keyed on the walk and the page's cursor: a cursor always returns the same page of
-its snapshot, so a page fetched once is never fetched again by this walk. Above the pages,
+its snapshot, so a page fetched once is never fetched again by this walk. A walk's pages are
+kept in a folder of their own, inside their sync's, and deleted once the sync is recorded done
+or rejected (`drop_pages`): a kill between the two leaves a done sync whose pages no run
+reads, for `python -m deployments prune` to delete. Above the pages,
 one `SyncState` per records service and ledger says which snapshot the sync is in, how far it
 walked, the running totals the decision needs, and the phase:
 
@@ -20,14 +23,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from prefect import get_run_logger
 from pydantic import BaseModel, Field
 
 from flows.ledger.models import Entry, Quarantined, Rates
 from toolkit.idempotency import content_hash
-from toolkit.state import Versioned
+from toolkit.state import Versioned, forget_folder, lookup, remember
 from toolkit.stopwatch import Stopwatch
+
+if TYPE_CHECKING:
+    from flows.ledger.upstreams import Upstreams
 
 TABLE_LIMIT = 200
 """Rows of quarantined, skipped and repeated records kept for the report (all are counted)."""
@@ -68,6 +75,7 @@ class Page(Versioned):
 
     KIND = "walk-page"
     FIRST_VERSION = 3
+    FOLDERS_SINCE = 5  # a folder per walk (flows/ledger/plan.py `pages_folder`)
 
     position: int  # 0-based place in the walk
     cursor: str | None  # None for the first page
@@ -203,6 +211,38 @@ class SyncState(Versioned):
     @property
     def quarantine_rate(self) -> float:
         return self.totals.quarantined / self.totals.records if self.totals.records else 0.0
+
+
+def state_key(upstreams: Upstreams) -> tuple[str, str, str]:
+    return ("sync", upstreams.records_url, upstreams.ledger_url)
+
+
+def pages_folder(upstreams: Upstreams, walk_id: str) -> str:
+    """The folder of a walk's pages, inside its sync's (named as its `SyncState`'s key), so a
+    sync deletes only its own pages, and a prune sees which sync each folder belongs to."""
+    return f"{content_hash(*state_key(upstreams))}/{walk_id}"
+
+
+def stored_page(upstreams: Upstreams, walk: WalkSpec, cursor: str | None) -> Page | None:
+    """The walk's page at `cursor`, if it is checkpointed."""
+    return lookup(Page, walk.walk_id, cursor, folder=pages_folder(upstreams, walk.walk_id))
+
+
+def store_page(upstreams: Upstreams, walk: WalkSpec, page: Page) -> None:
+    remember(page, walk.walk_id, page.cursor, folder=pages_folder(upstreams, walk.walk_id))
+
+
+def drop_pages(upstreams: Upstreams, state: SyncState) -> None:
+    """Delete the pages of the sync's walk once the sync is recorded done or rejected: no run
+    reads them again. A kill halfway leaves a done sync and some pages, which `python -m
+    deployments prune` deletes; so does a failure here, which is only logged."""
+    logger = get_run_logger()
+    try:
+        dropped = forget_folder(Page, pages_folder(upstreams, state.walk.walk_id))
+    except Exception as exc:
+        logger.warning("The walk's page checkpoints are kept (a prune deletes them): %s", exc)
+        return
+    logger.info("Deleted the %d page checkpoints of the walk, which is over", dropped)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 
@@ -12,7 +13,25 @@ from tests.helpers import ROOT
 
 def test_the_profiles_are_local_and_scale() -> None:
     assert profile_names() == ["local", "scale"]
-    assert profile_settings("local", {}) == {}  # the local profile is Prefect's defaults
+    local = profile_settings("local", {})
+    assert set(local) == {  # Prefect's defaults, but for retention
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED",
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD",
+    }
+
+
+@pytest.mark.parametrize("profile", ["local", "scale"])
+def test_each_profile_has_prefect_vacuum_old_flow_runs_and_events(
+    profile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.settings import Settings
+
+    for key, value in profile_settings(profile, {}).items():
+        if key.startswith("PREFECT_SERVER_SERVICES_DB_VACUUM"):
+            monkeypatch.setenv(key, value)
+    vacuum = Settings().server.services.db_vacuum  # as Prefect's server reads them
+    assert vacuum.enabled == {"events", "flow_runs"}
+    assert vacuum.retention_period == timedelta(days=30)
 
 
 def test_the_scale_profile_names_every_shared_store() -> None:

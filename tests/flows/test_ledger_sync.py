@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -107,6 +108,21 @@ def test_a_rerun_with_nothing_new_does_no_per_page_work(sandbox: Sandbox) -> Non
     assert page_fetches(sandbox) == {"": 1}  # only the page that says which snapshot is current
     assert summary.total_eur == sandbox.dataset.expected_total_eur()
     assert_ledger_exact(sandbox)
+
+
+def test_a_finished_sync_deletes_its_walks_pages_and_keeps_what_the_next_one_needs(
+    sandbox: Sandbox, result_storage: Path
+) -> None:
+    assert run_sync().name == "Completed"
+
+    kept = {
+        p.relative_to(result_storage).parts[0] for p in result_storage.rglob("*") if p.is_file()
+    }
+    assert kept == {"sync", "rates"}  # the done sync, the rates pinned and last known good
+    sandbox.grow(150, where="middle")  # the next night: its walk starts afresh
+    assert run_sync().result().loaded > 0
+    assert_ledger_exact(sandbox)
+    assert not [p for p in (result_storage / "walk-page").rglob("*") if p.is_file()]
 
 
 def test_failure_between_post_and_record_is_compensated(

@@ -3,7 +3,6 @@ approval. Counted at the sandbox, on a real Prefect server."""
 
 from __future__ import annotations
 
-import threading
 import time
 from decimal import Decimal
 
@@ -11,8 +10,7 @@ import pytest
 
 from sandbox.receiver import Receiver
 from sandbox.server import Sandbox
-from tests.helpers.ledger import assert_ledger_exact
-from tests.helpers.polling import poll_until
+from tests.helpers.ledger import assert_ledger_exact, paused_run
 
 pytestmark = pytest.mark.usefixtures("sandbox_blocks")
 
@@ -152,22 +150,6 @@ def test_a_missing_page_above_the_loss_threshold_fails_loading_nothing(sandbox: 
 
     assert state.is_failed()
     assert sandbox.counters()["ledger"]["requests"] == 0
-
-
-def paused_run(**parameters):
-    """Start a sync that will pause in a thread; return (thread, result holder, run id)."""
-    from prefect.client.orchestration import get_client
-
-    def paused():
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(limit=5, sort="START_TIME_DESC")
-        return next((run for run in runs if run.state and run.state.is_paused()), None)
-
-    holder: dict = {}
-    thread = threading.Thread(target=lambda: holder.setdefault("state", sync(**parameters)))
-    thread.start()
-    run = poll_until(paused, timeout=60, interval=0.3, what="the run pausing")
-    return thread, holder, run.id
 
 
 @pytest.mark.parametrize("approved", [True, False])

@@ -6,10 +6,12 @@ holds with what its current data set expects, record by record.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -18,6 +20,7 @@ from typing import Any
 from sandbox.server import Sandbox
 from sandbox.verify import check_ledger
 from tests.helpers import ROOT
+from tests.helpers.polling import poll_until
 
 
 def assert_ledger_exact(
@@ -38,6 +41,25 @@ def run_sync(**parameters: Any) -> Any:
     from flows.ledger_sync import ledger_sync
 
     return ledger_sync(**{"batch_size": 100, **parameters}, return_state=True)
+
+
+def paused_run(**parameters: Any) -> tuple[threading.Thread, dict[str, Any], Any]:
+    """Start a sync that will pause in a thread; return (thread, result holder, run id)."""
+    from prefect.client.orchestration import get_client
+
+    def paused():
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(limit=5, sort="START_TIME_DESC")
+        return next((run for run in runs if run.state and run.state.is_paused()), None)
+
+    holder: dict = {}
+    context = contextvars.copy_context()  # this test's settings (result storage) go along
+    thread = threading.Thread(
+        target=lambda: context.run(lambda: holder.setdefault("state", run_sync(**parameters)))
+    )
+    thread.start()
+    run = poll_until(paused, timeout=60, interval=0.3, what="the run pausing")
+    return thread, holder, run.id
 
 
 def start_sync_process(*arguments: str) -> subprocess.Popen[bytes]:

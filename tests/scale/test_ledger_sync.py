@@ -41,8 +41,11 @@ def test_sixty_syncs_of_distinct_ledgers_over_three_workers(scale_stack: ScaleSt
             name: int(row["hrsp_2xx"]) for name, row in scale_stack.balancer_servers().items()
         }
         assert len(answered) == 2 and all(answered.values()), answered
-        # Checkpoints went to the shared object store, not to a worker's disk.
-        assert any(key.startswith("results/") for key in stored_objects())
+        # Checkpoints went to the shared object store, not to a worker's disk, and each
+        # finished sync deleted its walk's pages from it, keeping its state.
+        stored = stored_objects()
+        assert sum(key.startswith("results/sync/") for key in stored) >= 60, sorted(stored)[:20]
+        assert not [key for key in stored if key.startswith("results/walk-page/")]
     finally:
         for sandbox in sandboxes:
             sandbox.stop()
