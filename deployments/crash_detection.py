@@ -1,28 +1,22 @@
-"""Crashed runs: mark a deployment run Crashed when its heartbeats stop, then run it again.
+"""Crashed runs: mark a deployment run Crashed when its heartbeats stop.
 
 Scenario: a flow run's process is killed (SIGKILL, the OOM killer, a lost machine or
 container) together with the worker that started it. Nothing is left to report the end, so
 on a self-hosted server the run stays Running forever: its concurrency slot stays taken,
 callers polling it wait until their own timeout, and the UI shows work that is not happening.
-And once it is known dead, somebody has to start it again, at night, on a live machine.
 
-Solution: two automations, installed by `python -m deployments deploy` (and so `up`):
-1. Detect. Every deployment in prefect.yaml runs with `PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30`,
-   so its flow run emits a `prefect.flow-run.heartbeat` event every 30 s while its process
-   lives. The proactive automation of Prefect's guide "How to detect and respond to zombie
-   flows" expects, after a heartbeat of a run, any further event of that run (another
-   heartbeat or a state change) within 90 s, one bucket per run; when none comes, it changes
-   the run's state to Crashed with a message that says why: 60-90 s after the process died,
-   plus a few seconds (the server checks proactive automations every 5 s). Only runs tagged
-   `resilient-flows` are watched (every deployment here has the tag and heartbeats every
-   30 s), so other flows on a shared server, with Prefect's default 180 s, are left alone.
-2. Re-run. A reactive automation on `prefect.flow-run.Crashed` of a run tagged
-   `rerun-on-crash` (a deployment whose flow goes on from its checkpoints: ledger-sync) sets
-   the same flow run back to Scheduled (`AwaitingRetry`, as the UI's Retry button does), so
-   any live worker of its pool runs it again with its parameters; it resumes from the shared
-   checkpoints. Whatever crashed it (this detection, or a live worker that saw its process
-   die) does not matter. It matches the run's run count, so a run that crashes again and
-   again is left Crashed once it has started `MOST_STARTS` times (flow retries count too).
+Solution: the proactive automation of Prefect's guide "How to detect and respond to zombie
+flows", installed by `python -m deployments deploy` (and so `up`). Every deployment in
+prefect.yaml runs with `PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30`, so its flow run emits a
+`prefect.flow-run.heartbeat` event every 30 s while its process lives. The automation
+expects, after a heartbeat of a run, any further event of that run (another heartbeat or a
+state change) within 90 s, one bucket per run; when none comes, it changes the run's state
+to Crashed with a message that says why: 60-90 s after the process died, plus a few seconds
+(the server checks proactive automations every 5 s). Only runs tagged `resilient-flows` are
+watched (every deployment here has the tag and heartbeats every 30 s), so other flows on a
+shared server, with Prefect's default 180 s, are left alone. What happens to a Crashed run
+next, run again or ended Failed, is flows/rerun_crashed.py's decision, started by the crash
+(a trigger in prefect.yaml) for deployments tagged `rerun-on-crash`.
 
 Races Prefect reports, and why they do no harm here: a run that completes as a late
 heartbeat lands (#18653, #20887) is asked to become Crashed, but the change is not forced, and
@@ -61,20 +55,9 @@ Three heartbeat periods, as Prefect's guide: two consecutive heartbeats may be l
 without crashing a live run, and a dead one is still marked Crashed within two minutes.
 """
 
-RERUN_AUTOMATION_NAME = "resilient-flows: re-run crashed flow runs"
-
-RERUN_TAG = "rerun-on-crash"
-"""The tag of deployments whose crashed runs are run again (prefect.yaml)."""
-
-MOST_STARTS = 4
-"""A Crashed run that has started this many times (its run count) stays Crashed.
-
-Flow retries raise the run count too: a ledger sync that used both its flow retries and then
-crashed is still run again; a run that kills its process every time (a poison input, not
-enough memory) stops after four starts instead of looping.
-"""
-
-RERUN_MESSAGE = f"Run again after a crash (automation {RERUN_AUTOMATION_NAME!r})."
+RETIRED_AUTOMATIONS = ("resilient-flows: re-run crashed flow runs",)
+"""Automations earlier versions installed, deleted on install: re-running is now
+flows/rerun_crashed.py's, which counts attempts whether or not the flow ever started."""
 
 CRASH_MESSAGE = (
     f"No heartbeat for {WITHIN.total_seconds():.0f} s: the flow run's process or machine "
@@ -126,64 +109,22 @@ def crash_detection_automation() -> AutomationCore:
     )
 
 
-def rerun_run_counts(most_starts: int) -> set[str]:
-    """The run counts (as event labels) of a Crashed run that is to run again: fewer starts
-    than `most_starts`; 0 is a run that crashed before it started (its process never came)."""
-    return {str(count) for count in range(most_starts)}
-
-
-def rerun_automation() -> AutomationCore:
-    """The re-run automation's definition, as this project wants it on the server."""
-    from prefect.client.schemas.objects import StateType
-    from prefect.events.actions import ChangeFlowRunState
-    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
-    from prefect.events.schemas.events import ResourceSpecification
-
-    return AutomationCore(
-        name=RERUN_AUTOMATION_NAME,
-        description=(
-            f"Schedules a Crashed flow run tagged {RERUN_TAG!r} again, unless it has started "
-            f"{MOST_STARTS} times. Installed by `python -m deployments deploy`."
-        ),
-        enabled=True,
-        tags=[],
-        trigger=EventTrigger(
-            expect={"prefect.flow-run.Crashed"},
-            # Every state-change event carries the run's run count as a label.
-            match=ResourceSpecification(
-                {
-                    "prefect.resource.id": ["prefect.flow-run.*"],
-                    "prefect.run-count": sorted(rerun_run_counts(MOST_STARTS), key=int),
-                }
-            ),
-            match_related=ResourceSpecification(
-                {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{RERUN_TAG}"}
-            ),
-            for_each={"prefect.resource.id"},
-            posture=Posture.Reactive,
-            threshold=1,
-            within=timedelta(0),
-        ),
-        # The run itself, not a new one: same id, parameters and checkpoints, its history
-        # shows the crash. Not forced: a run that meanwhile ended otherwise keeps its end.
-        actions=[
-            ChangeFlowRunState(
-                state=StateType.SCHEDULED, name="AwaitingRetry", message=RERUN_MESSAGE
-            )
-        ],
-        actions_on_trigger=[],
-        actions_on_resolve=[],
-    )
-
-
 def crash_automations() -> list[AutomationCore]:
-    """Both automations, detection first."""
-    return [crash_detection_automation(), rerun_automation()]
+    """The automations this project installs."""
+    return [crash_detection_automation()]
 
 
 def install_crash_automations() -> list[str]:
-    """Install or update both automations; the names of those that changed."""
-    return [wanted.name for wanted in crash_automations() if install_automation(wanted)]
+    """Install or update the automations, delete retired ones; the names of those changed."""
+    from prefect.client.orchestration import get_client
+
+    changed = [wanted.name for wanted in crash_automations() if install_automation(wanted)]
+    with get_client(sync_client=True) as client:
+        for name in RETIRED_AUTOMATIONS:
+            for retired in client.read_automations_by_name(name):
+                client.delete_automation(retired.id)
+                changed.append(name)
+    return changed
 
 
 def install_automation(wanted: AutomationCore) -> bool:

@@ -7,8 +7,10 @@ Solution: check prefect.yaml (deployments/check.py), register the custom blocks 
 block register -m blocks`), create the work pools the chosen deployments use that the server
 lacks (known pools only), then `prefect --no-prompt deploy` them: by default every deployment
 on the process pool, with `--docker` every Docker variant (after creating the Prefect
-variables that name the image, if missing), or the ones named, and last install the
-automations that crash and re-run dead runs (deployments/crash_detection.py). Each step is
+variables that name the image, if missing), or the ones named (with the deployment that
+re-runs crashed runs, flows/rerun_crashed.py, when one of them is tagged `rerun-on-crash`),
+and last install the automation that marks dead runs Crashed
+(deployments/crash_detection.py). Each step is
 idempotent; `PREFECT_API_AUTH_STRING` in the environment authenticates every call. On its
 own it shows Prefect's deploy panels; `deploy(..., log=file)` (what `up` calls) writes them
 to a file.
@@ -33,6 +35,9 @@ import yaml
 from deployments.check import KNOWN_WORK_POOLS, check_file
 from deployments.crash_detection import install_crash_automations
 from deployments.stack import PROJECT_ROOT, prefect_cli, register_blocks
+from flows.rerun_crashed import RERUN_TAG
+
+RERUN_ENTRYPOINT = "flows.rerun_crashed:rerun_crashed"
 
 DOCKER_VARIABLES = {
     "docker_registry": "localhost:5000",
@@ -50,9 +55,24 @@ def select(path: Path, names: list[str], docker: bool) -> list[dict[str, Any]]:
         unknown = set(names) - {d.get("name") for d in deployments}
         if unknown:
             raise SystemExit(f"no deployment named {', '.join(sorted(unknown))} in {path}")
-        return [d for d in deployments if d.get("name") in names]
+        return with_rerun([d for d in deployments if d.get("name") in names], deployments)
     wanted = "docker" if docker else "process"
     return [d for d in deployments if KNOWN_WORK_POOLS[pool_of(d)] == wanted]
+
+
+def with_rerun(selected: list[dict[str, Any]], every: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`selected`, and the deployment that re-runs their crashed runs (flows/rerun_crashed.py,
+    on a pool of the same kind) if one of them is tagged for it: without it their crashed
+    runs would stay down."""
+    kinds = {KNOWN_WORK_POOLS[pool_of(d)] for d in selected if RERUN_TAG in d.get("tags", [])}
+    rerun = [
+        d
+        for d in every
+        if d.get("entrypoint") == RERUN_ENTRYPOINT
+        and KNOWN_WORK_POOLS[pool_of(d)] in kinds
+        and d not in selected
+    ]
+    return selected + rerun
 
 
 def pool_of(deployment: dict[str, Any]) -> str:
@@ -94,7 +114,7 @@ def deploy(
     names: list[str], docker: bool, log: TextIO | None = None
 ) -> tuple[int, list[dict[str, Any]]]:
     """Check prefect.yaml, then blocks, work pools, the chosen deployments and the crashed-run
-    automations (detect, run again) on the server; (exit code, the deployments deployed).
+    automation that marks dead runs Crashed on the server; (exit code, the deployments deployed).
     What it says, and all of `prefect deploy`'s output, goes to `log` (a file) if given, else
     to the terminal."""
     path = PROJECT_ROOT / "prefect.yaml"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from deployments.crash_detection import RERUN_MESSAGE
+from flows.rerun_crashed import RERUN_MESSAGE
 from tests.helpers import ROOT
 from tests.helpers.ledger import assert_ledger_exact, page_fetches
 from tests.helpers.polling import poll_until
@@ -101,7 +101,7 @@ def kill_a_sync_and_see_it_resume_exact(
     engine: Any, prefix: str, job_variables: dict[str, Any] | None = None
 ) -> list[Any]:
     """A `ledger-sync-docker` run (with `job_variables`) into a sandbox of its own, its
-    container SIGKILLed mid-load; asserts that the worker saw it crash, the re-run automation
+    container SIGKILLed mid-load; asserts that the worker saw it crash, rerun-crashed
     ran it again, and a new container finished it exact from the checkpoints the killed one
     left: no page fetched again, no new snapshot, only the batches not yet applied (and the
     one in flight). The run's containers."""
@@ -125,7 +125,7 @@ def kill_a_sync_and_see_it_resume_exact(
         sandbox.set_faults("ledger")
         sandbox.reset_counters()
 
-        # Crashed is final, but the re-run automation takes the run on from there.
+        # Crashed is final, but rerun-crashed takes the run on from there.
         run = poll_until(lambda: settled(run_id), 420, 1, "a run settled past its crash")
 
         history = state_history(run_id)

@@ -116,8 +116,14 @@ def wait_final(run_id: UUID, timeout: float = 420):
 
 @pytest.fixture(scope="module")
 def default_runs(stack: dict) -> dict[str, UUID]:
-    """One run of every variant, with its defaults, started at once."""
-    return {name: start_run(name) for name in VARIANTS}
+    """One run of every variant, with its defaults, started at once; `rerun-crashed-docker`
+    (its trigger passes a crashed run) given a run that is not crashed, which it leaves be."""
+    runs = {name: start_run(name) for name in VARIANTS if name != "rerun-crashed-docker"}
+    not_crashed = str(runs["fire-and-forget-docker"])
+    return {
+        **runs,
+        "rerun-crashed-docker": start_run("rerun-crashed-docker", flow_run_id=not_crashed),
+    }
 
 
 def test_deploy_builds_the_image_once_and_pushes_it(stack: dict) -> None:

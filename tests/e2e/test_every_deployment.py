@@ -78,7 +78,13 @@ def runs(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 started = {
                     name: client.create_flow_run_from_deployment(by_name[name].id).id
                     for name in PROCESS_DEPLOYMENTS
+                    if name != "rerun-crashed"
                 }
+                # Its trigger passes a crashed run; given a run that is not, it leaves it be.
+                not_crashed = {"flow_run_id": str(started["fire-and-forget"])}
+                started["rerun-crashed"] = client.create_flow_run_from_deployment(
+                    by_name["rerun-crashed"].id, parameters=not_crashed
+                ).id
             yield {"ids": started, "receiver": receiver, "workdir": workdir}
         finally:
             for worker in workers:

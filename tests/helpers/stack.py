@@ -11,6 +11,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -75,6 +77,22 @@ def stop(process: subprocess.Popen[str]) -> int:
     """Ctrl-C the stack; its exit code."""
     process.send_signal(signal.SIGINT)
     return process.wait(timeout=90)
+
+
+@contextmanager
+def own_server(home: Path) -> Iterator[str]:
+    """A Prefect server of a test module's own, state in `home`: its API URL, which the
+    in-process client uses meanwhile."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.stack import start_server
+
+    started = start_server(home)
+    try:
+        with temporary_settings({PREFECT_API_URL: started.api_url}):
+            yield started.api_url
+    finally:
+        started.stop()
 
 
 def deploy(env: dict[str, str], *names: str) -> str:

@@ -88,8 +88,11 @@ def start_runs(name: str, parameter_sets: Iterable[dict[str, Any]]) -> list[UUID
     ]
 
 
-def wait_final(run_ids: Sequence[UUID], timeout: float) -> list[FlowRun]:
-    """The runs once every one is in a final state; an AssertionError after `timeout`."""
+def wait_final(
+    run_ids: Sequence[UUID], timeout: float, past_crashes: bool = False
+) -> list[FlowRun]:
+    """The runs once every one is in a final state (with `past_crashes`, not Crashed: a
+    crashed run may yet be run again); an AssertionError after `timeout`."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -100,7 +103,10 @@ def wait_final(run_ids: Sequence[UUID], timeout: float) -> list[FlowRun]:
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(run_ids))),
                 limit=len(run_ids),
             )
-            if len(runs) == len(run_ids) and all(run.state.is_final() for run in runs):
+            if len(runs) == len(run_ids) and all(
+                run.state.is_final() and not (past_crashes and run.state.is_crashed())
+                for run in runs
+            ):
                 by_id = {run.id: run for run in runs}
                 return [by_id[run_id] for run_id in run_ids]
             if time.monotonic() > deadline:

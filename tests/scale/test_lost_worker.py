@@ -3,7 +3,7 @@ the live workers from the shared checkpoints, and every ledger ends exact, with 
 
 The "machine" is one of the stack's three workers and every flow-run process it started, all
 SIGKILLed while their syncs load. Nothing of theirs reports the end: the heartbeat automation
-marks the runs Crashed, the re-run automation schedules them again
+marks the runs Crashed, rerun-crashed schedules them again
 (deployments/crash_detection.py), and the workers left take them. A re-run must go on with
 its sync: it opens no new snapshot and posts only the batches that were not yet applied. The
 detection finds each within 150 s of the kill (heartbeats every 30 s, 90 s of silence).
@@ -18,9 +18,10 @@ from uuid import UUID
 
 import pytest
 
-from deployments.crash_detection import CRASH_MESSAGE, RERUN_MESSAGE
+from deployments.crash_detection import CRASH_MESSAGE
 from deployments.scale import ScaleStack
 from deployments.stack import start_sandbox_fleet, sync_parameters
+from flows.rerun_crashed import RERUN_MESSAGE
 from tests.helpers.ledger import assert_ledger_exact, page_fetches
 from tests.helpers.polling import poll_until
 from tests.helpers.processes import alive, descendants, kill_machine
@@ -104,7 +105,7 @@ def test_runs_of_a_killed_worker_are_run_again_and_end_exact(scale_stack: ScaleS
             sandbox.set_faults("ledger")
             sandbox.reset_counters()
 
-        runs = wait_final(run_ids, timeout=600)
+        runs = wait_final(run_ids, timeout=600, past_crashes=True)
 
         assert all(run.state.name == "Completed" for run in runs), states(runs)
         for sandbox in sandboxes:
