@@ -35,7 +35,6 @@ import yaml
 from deployments.check import KNOWN_WORK_POOLS, check_file
 from deployments.crash_detection import install_crash_automations
 from deployments.stack import PROJECT_ROOT, prefect_cli, register_blocks
-from flows.rerun_crashed import RERUN_TAG
 
 RERUN_ENTRYPOINT = "flows.rerun_crashed:rerun_crashed"
 
@@ -64,6 +63,8 @@ def with_rerun(selected: list[dict[str, Any]], every: list[dict[str, Any]]) -> l
     """`selected`, and the deployment that re-runs their crashed runs (flows/rerun_crashed.py,
     on a pool of the same kind) if one of them is tagged for it: without it their crashed
     runs would stay down."""
+    from flows.rerun_crashed import RERUN_TAG  # imports prefect: not before `up` sets it up
+
     kinds = {KNOWN_WORK_POOLS[pool_of(d)] for d in selected if RERUN_TAG in d.get("tags", [])}
     rerun = [
         d
