@@ -3,7 +3,7 @@
 Scenario
     Every sync writes checkpoints to result storage, the fan-out its receipts, the message
     queue its outcomes, every run its artifacts; Prefect deletes none of result storage
-    (upstream issue 15530). A finished sync deletes its own walk's pages, but a kill between
+    by itself. A finished sync deletes its own walk's pages, but a kill between
     recording it done and deleting them leaves them behind; so does a walk given up for a
     new snapshot, and a walk nobody resumes. Left alone, a nightly sync of a million records
     fills a disk or a bucket within the year.
